@@ -1,0 +1,226 @@
+"""The in-process meter: exact running totals, plus pending buckets for the sender.
+
+Every priced call lands here once. Two views are kept under one short lock:
+
+* ``totals`` answer :func:`axme_meter.spend` (process lifetime, until reset);
+* ``pending`` holds what the heartbeat sender has not taken yet, one bucket per
+  agent × intent with a per-model breakdown, so memory grows with the number of
+  active agents, intents and models, never with the number of calls.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Callable
+
+from ._money import to_decimal
+from ._pricing._usage import Usage
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One metered call, priced. Built by the client, consumed by :class:`Meter`."""
+
+    agent: str
+    intent: str | None
+    model: str
+    usage: Usage
+    cost_pico: int
+    priced: bool
+    estimated: bool
+    pricing_version: str
+    endpoint: str = ""
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(slots=True)
+class Totals:
+    """Counters for one slice of spend. ``cost_pico`` is exact; see :attr:`cost_usd`."""
+
+    cost_pico: int = 0
+    calls: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated_calls: int = 0
+    unpriced_calls: int = 0
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return to_decimal(self.cost_pico)
+
+    def add(self, rec: CallRecord) -> None:
+        usage = rec.usage
+        self.cost_pico += rec.cost_pico
+        self.calls += 1
+        self.tokens_in += usage.input_tokens
+        self.tokens_out += usage.output_tokens
+        self.cached_tokens += usage.cached_tokens
+        self.reasoning_tokens += usage.reasoning_tokens
+        if rec.estimated:
+            self.estimated_calls += 1
+        if not rec.priced:
+            self.unpriced_calls += 1
+
+    def merge(self, other: Totals) -> None:
+        self.cost_pico += other.cost_pico
+        self.calls += other.calls
+        self.tokens_in += other.tokens_in
+        self.tokens_out += other.tokens_out
+        self.cached_tokens += other.cached_tokens
+        self.reasoning_tokens += other.reasoning_tokens
+        self.estimated_calls += other.estimated_calls
+        self.unpriced_calls += other.unpriced_calls
+
+    def copy(self) -> Totals:
+        clone = Totals()
+        clone.merge(self)
+        return clone
+
+
+@dataclass(slots=True)
+class Spend:
+    """A snapshot returned by :func:`axme_meter.spend`."""
+
+    total: Totals
+    by_agent: dict[str, Totals]
+    by_intent: dict[str | None, Totals]
+    by_model: dict[str, Totals]
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return self.total.cost_usd
+
+    @property
+    def calls(self) -> int:
+        return self.total.calls
+
+    @property
+    def tokens_in(self) -> int:
+        return self.total.tokens_in
+
+    @property
+    def tokens_out(self) -> int:
+        return self.total.tokens_out
+
+    @property
+    def cached_tokens(self) -> int:
+        return self.total.cached_tokens
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return self.total.reasoning_tokens
+
+    @property
+    def estimated_calls(self) -> int:
+        return self.total.estimated_calls
+
+    @property
+    def unpriced_calls(self) -> int:
+        return self.total.unpriced_calls
+
+
+@dataclass(slots=True)
+class Bucket:
+    """Pending spend of one agent × intent since the sender last drained it."""
+
+    agent: str
+    intent: str | None
+    window_start: float
+    window_end: float
+    totals: Totals = field(default_factory=Totals)
+    by_model: dict[str, Totals] = field(default_factory=dict)
+    pricing_version: str = ""
+
+    def add(self, rec: CallRecord) -> None:
+        self.totals.add(rec)
+        model_totals = self.by_model.get(rec.model)
+        if model_totals is None:
+            model_totals = self.by_model[rec.model] = Totals()
+        model_totals.add(rec)
+        self.window_end = max(self.window_end, rec.at)
+        self.pricing_version = rec.pricing_version
+
+
+class Meter:
+    """Thread-safe aggregation of :class:`CallRecord` s. One per process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[CallRecord], None]] = []
+        self._clear()
+        os.register_at_fork(after_in_child=self._after_fork_in_child)
+
+    def _clear(self) -> None:
+        self._total = Totals()
+        self._by_agent: dict[str, Totals] = {}
+        self._by_intent: dict[str | None, Totals] = {}
+        self._by_model: dict[str, Totals] = {}
+        self._pending: dict[tuple[str, str | None], Bucket] = {}
+
+    def record(self, rec: CallRecord) -> None:
+        with self._lock:
+            self._total.add(rec)
+            _slot(self._by_agent, rec.agent).add(rec)
+            _slot(self._by_intent, rec.intent).add(rec)
+            _slot(self._by_model, rec.model).add(rec)
+            key = (rec.agent, rec.intent)
+            bucket = self._pending.get(key)
+            if bucket is None:
+                bucket = self._pending[key] = Bucket(rec.agent, rec.intent, rec.at, rec.at)
+            bucket.add(rec)
+        for listener in self._listeners:
+            listener(rec)
+
+    def add_listener(self, listener: Callable[[CallRecord], None]) -> None:
+        """Call ``listener`` after every record (the sender uses it for leases and early flushes).
+
+        Listeners run on the caller's thread, outside the lock, and must be cheap and never raise.
+        """
+        self._listeners.append(listener)
+
+    def snapshot(self) -> Spend:
+        with self._lock:
+            return Spend(
+                total=self._total.copy(),
+                by_agent={k: v.copy() for k, v in self._by_agent.items()},
+                by_intent={k: v.copy() for k, v in self._by_intent.items()},
+                by_model={k: v.copy() for k, v in self._by_model.items()},
+            )
+
+    def drain(self) -> list[Bucket]:
+        """Take every pending bucket. The caller now owns them (and must spool what it can't send)."""
+        with self._lock:
+            buckets = list(self._pending.values())
+            self._pending = {}
+        return buckets
+
+    def pending_cost(self, agent: str) -> int:
+        """Undrained spend of ``agent`` in pico-dollars."""
+        with self._lock:
+            return sum(b.totals.cost_pico for (a, _), b in self._pending.items() if a == agent)
+
+    def reset(self) -> None:
+        """Forget totals and pending buckets (tests and notebooks)."""
+        with self._lock:
+            self._clear()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent still owns (and will send) its pending spend; the child starts clean.
+        self._lock = threading.Lock()
+        self._clear()
+
+
+def _slot(table: dict, key: object) -> Totals:
+    totals = table.get(key)
+    if totals is None:
+        totals = table[key] = Totals()
+    return totals
+
+
+meter = Meter()
