@@ -153,6 +153,8 @@ class Meter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._listeners: list[Callable[[CallRecord], None]] = []
+        #: Failures inside metering (logged, never raised into the user's call).
+        self.errors = 0
         self._clear()
         os.register_at_fork(after_in_child=self._after_fork_in_child)
 

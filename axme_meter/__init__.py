@@ -1,0 +1,47 @@
+"""axme_meter: know what every agent and intent spends on LLM calls, and stop runaway loops.
+
+Swap ``openai.OpenAI()`` for ``axme_meter.OpenAI()``; scope work with
+``@axme_meter.agent(...)`` and ``with axme_meter.intent(...)``; read
+``axme_meter.spend()``. With ``AXME_GATEWAY_URL`` set, spend is sent to the
+gateway every 30 s and a budget block raises ``BudgetExceeded`` before the next
+request leaves the process.
+"""
+
+from __future__ import annotations
+
+from ._attribution import InvalidAgentAddress, agent, bind, intent
+from ._client import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, OpenAI, UnpricedCallWarning
+from ._config import configure
+from ._errors import BudgetExceeded, UnknownModelError
+from ._meter import Spend, Totals, meter as _meter
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncAzureOpenAI",
+    "AsyncOpenAI",
+    "AzureOpenAI",
+    "BudgetExceeded",
+    "InvalidAgentAddress",
+    "OpenAI",
+    "Spend",
+    "Totals",
+    "UnknownModelError",
+    "UnpricedCallWarning",
+    "agent",
+    "bind",
+    "configure",
+    "intent",
+    "reset_spend",
+    "spend",
+]
+
+
+def spend() -> Spend:
+    """A snapshot of what this process has spent: totals, and breakdowns by agent, intent and model."""
+    return _meter.snapshot()
+
+
+def reset_spend() -> None:
+    """Forget the in-process totals (for tests and notebooks). Unsent heartbeat data is dropped too."""
+    _meter.reset()
