@@ -214,7 +214,8 @@ class MeteredCall:
         text = text if isinstance(text, str) else ""
         model = pricing_model(self.deployment, self.request_model, None) or "tts-1"
         by_characters = Usage(characters=len(text))
-        if table().quote(model, by_characters, at=self.at).priced:
+        quote = table().quote(model, by_characters, at=self.at)
+        if quote.priced and (quote.cost_pico > 0 or not text):
             return by_characters
         from ._estimate import count_tokens
 
