@@ -50,6 +50,8 @@ class Settings:
     fail_mode: FailMode = "open"
     fail_after: float = 300.0
     allow_insecure_http: bool = False
+    #: Upper bound in seconds for the final flush at exit / SIGTERM; leftovers stay in the spool.
+    shutdown_timeout: float = 5.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -89,11 +91,22 @@ def configure(**changes: Any) -> Settings:
         raise ValueError(f"heartbeat_interval must be greater than 0, got {changes['heartbeat_interval']!r}")
     if "fail_mode" in changes and changes["fail_mode"] not in ("open", "closed"):
         raise ValueError(f"fail_mode must be 'open' or 'closed', got {changes['fail_mode']!r}")
+    for seconds_field in ("fail_after", "shutdown_timeout"):
+        if seconds_field in changes and not float(changes[seconds_field]) >= 0:
+            raise ValueError(f"{seconds_field} must be a number of seconds >= 0, got {changes[seconds_field]!r}")
+    if changes.get("gateway_url") is not None or "allow_insecure_http" in changes:
+        from ._transport._gateway_http import validate_url
+
+        url = changes.get("gateway_url", settings.gateway_url)
+        if url:
+            validate_url(url, allow_insecure_http=bool(changes.get("allow_insecure_http", settings.allow_insecure_http)))
     for path_field in ("spool_dir", "prices"):
         if changes.get(path_field) is not None:
             changes[path_field] = Path(changes[path_field])
     if "local_limits" in changes:
-        changes["local_limits"] = {k: Decimal(str(v)) for k, v in (changes["local_limits"] or {}).items()}
+        from ._transport._limits import validate as validate_limits
+
+        changes["local_limits"] = validate_limits(changes["local_limits"] or {})
     for name, value in changes.items():
         setattr(settings, name, value)
     for listener in list(_listeners):

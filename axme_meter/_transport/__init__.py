@@ -1,0 +1,253 @@
+"""Carry the in-process meter to the AXME gateway, and carry its budget answers back.
+
+Public surface (re-exported by ``axme_meter``): :func:`flush` and :func:`status`.
+:func:`install` wires the pieces into the core once, when ``axme_meter`` is imported:
+
+* a meter listener (lease and local-limit accounting, and the sender's dirty flag);
+* ``_guard.check`` (the pre-flight block check) when a gateway or local limits are configured;
+* ``_attribution.intent_registrar`` (``POST /v1/mesh/intents``) when a gateway is configured;
+* ``atexit`` flush, SIGTERM flush (chained), and fork handling.
+
+Nothing here imports ``httpx`` or starts a thread: that waits for the first
+priced call, the first flush or the first intent registration.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .. import _attribution, _config, _guard
+from .._meter import CallRecord, meter
+from . import _budget as budget
+
+log = logging.getLogger("axme_meter")
+
+_installed = False
+_apply_lock = threading.RLock()
+_sender: Any = None  # _sender.Sender | None; typed loosely so this module needn't import it at import time
+_sender_key: tuple[str | None, str | None, Path | None] | None = None
+_accounting = False
+_mode = "meter-only"
+_mode_reason = "AXME_GATEWAY_URL is not set"
+_said: set[str] = set()
+_prev_sigterm: Any = None
+_sigterm_installed = False
+
+
+def install() -> None:
+    """Wire the transport into the core. Idempotent; re-applies itself on every ``configure()``."""
+    global _installed
+    with _apply_lock:
+        if _installed:
+            return
+        _installed = True
+        meter.add_listener(_on_record)
+        _config.on_change(_apply)
+        budget.waker = _wake_early
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        atexit.register(_at_exit)
+        _apply(_config.settings)
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Send all unsent spend to the gateway now. Bounded by ``timeout`` seconds.
+
+    Returns True when the gateway acknowledged everything (or there is no gateway:
+    meter-only mode has nothing to deliver). On False the rest is on disk in the
+    spool and is re-sent by the background sender or the next process.
+    """
+    sender = _sender
+    if sender is None:
+        return True
+    return bool(sender.flush(timeout))
+
+
+def status() -> dict[str, object]:
+    """Where the transport stands: mode, gateway, pending entries, spool, blocks. Never the API key."""
+    out: dict[str, object] = {"mode": _mode, "reason": _mode_reason}
+    sender = _sender
+    if sender is not None:
+        out.update(sender.status())
+    out.update(budget.status())
+    return out
+
+
+def blocked_agents() -> list[str]:
+    """Agents currently blocked in this process (by the gateway, the lease or a local limit)."""
+    return sorted(budget.status()["blocked"])  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- wiring
+
+
+def _on_record(rec: CallRecord) -> None:
+    """Meter listener: runs on the caller's thread after every record. O(1), never raises."""
+    try:
+        sender = _sender
+        if sender is not None:
+            sender.note_record()
+        if _accounting:
+            budget.account(rec.agent, rec.intent, rec.cost_pico, rec.at)
+    except Exception:  # pragma: no cover - a listener must never break the caller's call
+        log.exception("axme_meter: transport listener failed")
+
+
+def _wake_early() -> None:
+    sender = _sender
+    if sender is not None:
+        sender.wake_early()
+
+
+def _register_intent(agent: str, intent_id: str, labels: Mapping[str, str]) -> None:
+    sender = _sender
+    if sender is not None:
+        sender.register_intent(agent, intent_id, dict(labels))
+    else:
+        budget.check(agent, intent_id)
+
+
+def _say_once(key: str, level: int, message: str, *args: object) -> None:
+    if key not in _said:
+        _said.add(key)
+        log.log(level, message, *args)
+
+
+def _apply(settings: _config.Settings) -> None:
+    """(Re)build the transport from settings: mode, hooks, sender."""
+    global _sender, _sender_key, _accounting, _mode, _mode_reason
+    with _apply_lock:
+        limits_on = budget.configure_limits(settings.local_limits)
+        url: str | None = None
+        if settings.gateway_url:
+            from ._gateway_http import validate_url
+
+            try:
+                url = validate_url(settings.gateway_url, allow_insecure_http=settings.allow_insecure_http)
+            except ValueError as exc:
+                _mode, _mode_reason = "refused", str(exc)
+                _say_once(f"refused:{settings.gateway_url}", logging.ERROR, "axme_meter: %s Running meter-only (no network).", exc)
+        else:
+            _mode, _mode_reason = "meter-only", "AXME_GATEWAY_URL is not set"
+            _say_once("meter-only", logging.INFO, "axme_meter: no AXME_GATEWAY_URL; running meter-only (spend is "
+                      "metered in-process, nothing is sent over the network)")
+        if url is not None:
+            _mode, _mode_reason = "gateway", url
+            if not settings.api_key:
+                _say_once("nokey", logging.WARNING, "axme_meter: AXME_GATEWAY_URL is set but AXME_API_KEY is not; "
+                          "the gateway will refuse heartbeats")
+        key = (url, settings.api_key, settings.spool_dir)
+        if _sender is not None and _sender_key != key:
+            # Different gateway, key or spool: park the old state on disk (no network inside configure()).
+            old, _sender = _sender, None
+            old.close(network=False)
+        if url is not None and _sender is None:
+            from ._sender import Sender
+
+            _sender = Sender(url, settings.api_key, settings.spool_dir)
+            _sender_key = key
+            if meter_has_pending():
+                _sender.note_record()
+        elif _sender is not None:
+            _sender.poke()
+        _accounting = url is not None or limits_on
+        _guard.check = budget.check if _accounting else None
+        _attribution.intent_registrar = _register_intent if url is not None else None
+        if url is not None:
+            _install_sigterm()
+
+
+def meter_has_pending() -> bool:
+    """Spend recorded before a gateway was configured is sent once one is."""
+    return bool(meter._pending)  # noqa: SLF001 - a read-only peek; draining stays with the sender
+
+
+def _install_sigterm() -> None:
+    """Flush on SIGTERM, then hand over to whatever handler was there. Main thread only."""
+    global _prev_sigterm, _sigterm_installed
+    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous is signal.SIG_IGN or previous is None:
+            return  # someone chose to ignore SIGTERM (or a C handler owns it): leave it alone
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # not the main interpreter, or signals unavailable
+        return
+    _prev_sigterm = previous
+    _sigterm_installed = True
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    try:
+        _final_flush()
+    finally:
+        previous = _prev_sigterm
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _final_flush() -> None:
+    """One bounded attempt; leftovers stay in the spool for the next process."""
+    sender = _sender
+    if sender is None:
+        return
+    try:
+        timeout = float(getattr(_config.settings, "shutdown_timeout", 5.0))
+        if not sender.close(timeout=timeout, network=True):
+            log.warning("axme_meter: not all spend reached the gateway before exit; it stays in the spool "
+                        "and the next process will send it")
+    except Exception:  # pragma: no cover - exit paths must never raise
+        log.exception("axme_meter: final flush failed")
+
+
+def _at_exit() -> None:
+    _final_flush()
+
+
+def _after_fork_in_child() -> None:
+    """The child starts clean: its own sender, lock and ids; the parent keeps sending its own data."""
+    global _apply_lock, _sender
+    _apply_lock = threading.RLock()
+    old = _sender
+    if old is not None:
+        old.forget_after_fork()
+        from ._sender import Sender
+
+        _sender = Sender(old.gateway_url, old.api_key, old.spool_root)
+        _register_multiprocessing_flush()
+
+
+def _register_multiprocessing_flush() -> None:
+    """``multiprocessing`` fork children leave via ``os._exit`` (no atexit): flush from its finalizers."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return
+    try:
+        util.Finalize(None, _final_flush, exitpriority=10)
+    except Exception:  # pragma: no cover
+        pass
+
+
+def _reset_for_tests() -> None:
+    """Park the sender without network and forget all budget state (tests only)."""
+    global _sender, _sender_key
+    with _apply_lock:
+        old, _sender, _sender_key = _sender, None, None
+        if old is not None:
+            old.close(network=False)
+        budget.reset()
+        _apply(_config.settings)
+
+
+__all__ = ["blocked_agents", "flush", "install", "status"]

@@ -1,0 +1,121 @@
+"""The HTTP edge to the AXME gateway: URL policy, auth header, timeouts, ``Retry-After``.
+
+Uses plain ``httpx`` (a base dependency; openai 3.x itself uses ``httpx2``),
+imported on first use so ``import axme_meter`` stays fast. The API key goes
+only into the ``x-api-key`` header and is never part of a log line or error.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    import httpx
+
+CLIENT_NAME = "axme_meter/0.1.0"
+#: Never wait longer than this for a server-requested ``Retry-After``.
+RETRY_AFTER_CAP = 60.0
+
+
+class InsecureGatewayURL(ValueError):
+    """``http://`` to a host that is not loopback, without ``allow_insecure_http``."""
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_url(url: str, *, allow_insecure_http: bool) -> str:
+    """Return the normalised base URL, or raise ``ValueError`` saying what is wrong and how to fix it."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"gateway URL must look like https://host[:port], got {url!r}")
+    if parts.username or parts.password:
+        raise ValueError("gateway URL must not embed credentials; set AXME_API_KEY instead")
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname):
+        raise InsecureGatewayURL(
+            f"refusing plain http:// to non-loopback host {parts.hostname!r}: the API key would travel "
+            "unencrypted. Use https://, or opt in with configure(allow_insecure_http=True)."
+        )
+    return url.rstrip("/")
+
+
+class GatewayUnreachable(Exception):
+    """Connection refused, DNS failure, timeout: the request may or may not have arrived."""
+
+
+@dataclass(slots=True)
+class Answer:
+    status: int
+    body: Any
+    retry_after: float | None
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (now if now is not None else time.time())
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, min(seconds, RETRY_AFTER_CAP))
+
+
+class GatewayHTTP:
+    """A small JSON-over-HTTP client for ``/v1/mesh/*``. Thread-safe (``httpx.Client`` pools)."""
+
+    def __init__(self, base_url: str, api_key: str | None, *, timeout: float = 10.0) -> None:
+        import httpx
+
+        headers = {"X-Axme-Client": CLIENT_NAME, "accept": "application/json"}
+        if api_key:
+            headers["x-api-key"] = api_key
+        self.base_url = base_url
+        self._httpx = httpx
+        self._client: httpx.Client = httpx.Client(
+            base_url=base_url, headers=headers, timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)), follow_redirects=False
+        )
+
+    def post(self, path: str, body: Any, *, timeout: float | None = None) -> Answer:
+        """POST JSON; raise :class:`GatewayUnreachable` when there is no HTTP answer."""
+        httpx = self._httpx
+        kwargs: dict[str, Any] = {}
+        if timeout is not None:
+            timeout = max(timeout, 0.05)
+            kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 5.0))
+        try:
+            resp = self._client.post(path, json=body, **kwargs)
+        except httpx.HTTPError as exc:
+            # Never include the request (headers carry the key) in what we raise.
+            raise GatewayUnreachable(f"{type(exc).__name__} talking to {self.base_url}") from None
+        try:
+            parsed: Any = resp.json() if resp.content else None
+        except ValueError:
+            parsed = None
+        return Answer(resp.status_code, parsed, parse_retry_after(resp.headers.get("retry-after")))
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:  # pragma: no cover - best effort at shutdown
+            pass

@@ -1,0 +1,553 @@
+"""The heartbeat sender: one background thread, one batched request per interval.
+
+Life of a cost:
+
+1. ``meter.record`` puts it in a pending bucket; the meter listener marks the sender dirty.
+2. Within :data:`CHECKPOINT_EVERY` the thread drains the meter into *open* entries
+   (one per agent × intent, each with an idempotency id from birth) and writes
+   the whole unsent state to the spool atomically. A SIGKILL after that loses nothing.
+3. Once per interval (first time: within a second of the first call) the thread
+   *freezes* the open entries and POSTs every frozen entry in ≤1000-entry batches.
+4. Only entries the gateway answered ``recorded``/``duplicate`` leave memory and disk.
+   Anything else stays frozen and is re-sent under the same id (backoff with
+   jitter, ``Retry-After`` honoured and capped). The buffer is never cleared
+   before a send succeeds.
+
+While an entry is frozen and unacknowledged, new spend for the same agent ×
+intent accumulates in one open entry next to it, so an outage costs at most two
+entries per agent × intent in memory, whatever the call rate or its length.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import threading
+import time
+from pathlib import Path
+
+from .. import _config
+from .._meter import meter
+from . import _budget as budget
+from ._gateway_http import Answer, GatewayHTTP, GatewayUnreachable
+from ._spool import Spool, default_root
+from ._wire import MAX_BATCH, BlockError, Entry, parse_agents, parse_error, parse_results, probe_entry
+
+log = logging.getLogger("axme_meter")
+
+#: Undrained spend is written to the spool at most this long after it was priced (SIGKILL bound).
+CHECKPOINT_EVERY = 0.5
+#: Background request timeout; ``flush`` uses whatever is left of its own timeout.
+HTTP_TIMEOUT = 10.0
+#: ``POST /v1/mesh/intents`` runs on the caller's thread: keep it short.
+INTENT_TIMEOUT = 2.0
+#: After a failed intent registration, skip the network for this long (don't stall every new intent).
+INTENT_SKIP_AFTER_FAILURE = 5.0
+#: Error codes (ours and AXME's) that mean "this agent may not spend".
+BLOCK_CODES = frozenset(
+    {"budget_exceeded", "quota_exceeded", "agent_blocked", "agent_paused", "agent_killed", "blocked", "paused", "killed"}
+)
+
+
+class Sender:
+    """Everything that talks to one gateway from this process."""
+
+    def __init__(self, gateway_url: str, api_key: str | None, spool_root: Path | None) -> None:
+        self.gateway_url = gateway_url
+        self.api_key = api_key
+        self.spool_root = spool_root
+        self.instance = secrets.token_hex(6)
+        self._start_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._event = threading.Event()
+        self._open: dict[tuple[str, str | None], Entry] = {}
+        self._frozen: dict[str, Entry] = {}
+        self._seq = 0
+        self._n = 0
+        self._dirty = False
+        self._first_dirty: float | None = None
+        self._changed = False
+        self._early = False
+        self._stopping = False
+        self._ready = False
+        self._thread: threading.Thread | None = None
+        self._spool: Spool | None = None
+        self._http: GatewayHTTP | None = None
+        self._last_send = float("-inf")
+        self._last_checkpoint = float("-inf")
+        self._retry_at = 0.0
+        self._failures = 0
+        self._down_since: float | None = None
+        self._last_failure = float("-inf")
+        self._warned: set[str] = set()
+        #: Counters for status output, tests and the benchmark.
+        self.requests = 0
+        self.acked = 0
+        self.last_error: str | None = None
+
+    # ------------------------------------------------------------------ caller-thread hooks
+
+    def note_record(self) -> None:
+        """Meter listener part: O(1); starts the thread on the first record."""
+        if not self._dirty:
+            self._dirty = True
+            if self._first_dirty is None:
+                self._first_dirty = time.monotonic()
+            if self._thread is None:
+                self.start()
+            self._event.set()
+
+    def wake_early(self) -> None:
+        """The lease is half used: heartbeat now rather than at the end of the interval."""
+        self._early = True
+        self._event.set()
+
+    def poke(self) -> None:
+        """Settings changed (interval, fail mode): re-plan now."""
+        self._event.set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        with self._start_lock:
+            if self._thread is not None or self._stopping:
+                return
+            thread = threading.Thread(target=self._run, name="axme-meter-heartbeat", daemon=True)
+            self._thread = thread
+            thread.start()
+
+    def _ensure_ready(self) -> None:
+        """Open the spool, adopt dead processes' spools, build the HTTP client. Once."""
+        if self._ready:
+            return
+        with self._state_lock:
+            if self._ready:
+                return
+            spool = Spool(self.spool_root or default_root(), self.gateway_url, self.instance)
+            if spool.open():
+                self._spool = spool
+                self._adopt_orphans_locked()
+            self._http = GatewayHTTP(self.gateway_url, self.api_key, timeout=HTTP_TIMEOUT)
+            self._ready = True
+
+    def _adopt_orphans_locked(self) -> int:
+        spool = self._spool
+        if spool is None:
+            return 0
+        orphans = spool.orphans()
+        if not orphans:
+            return 0
+        adopted = 0
+        for state, _lock, _fd in orphans:
+            for body in Spool.read(state):
+                try:
+                    entry = Entry.from_spool(body)
+                except ValueError as exc:
+                    log.warning("axme_meter: skipping a malformed spooled entry in %s: %s", state.name, exc)
+                    continue
+                entry.frozen = True  # it may have been sent: only ever re-send it under its id
+                if entry.id not in self._frozen:
+                    self._frozen[entry.id] = entry
+                    adopted += 1
+        # Our file must hold the entries before theirs disappear (a crash in between only duplicates ids).
+        spool.save(self._spool_entries_locked())
+        Spool.release_orphans(orphans)
+        if adopted:
+            log.info("axme_meter: recovered %d unsent heartbeat entries from earlier processes", adopted)
+            self._changed = False
+        return adopted
+
+    def close(self, *, timeout: float = 0.0, network: bool = True) -> bool:
+        """Stop the thread; try one bounded final send; spool whatever is left. Never hangs."""
+        self._stopping = True
+        self._event.set()
+        delivered = True
+        if network:
+            # Also the moment a short-lived process delivers what dead processes left in the spool.
+            delivered = self.flush(timeout, attempts=1)
+        elif self._ready or self._has_data():
+            try:
+                self._ensure_ready()
+                self.checkpoint()
+            except Exception:  # pragma: no cover - defensive: closing must not raise
+                log.exception("axme_meter: could not park unsent heartbeats in the spool")
+        if self._spool is not None:
+            self._spool.close(remove_lock=True)
+        if self._http is not None:
+            self._http.close()
+        return delivered
+
+    def forget_after_fork(self) -> None:
+        """In a fork child: drop the parent's state without touching its files or sockets."""
+        self._stopping = True
+        if self._spool is not None:
+            self._spool.forget_after_fork()
+        self._open.clear()
+        self._frozen.clear()
+
+    # ------------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        try:
+            self._ensure_ready()
+        except Exception:
+            log.exception("axme_meter: heartbeat sender could not start")
+        while not self._stopping:
+            timeout = self._plan(time.monotonic())
+            if self._event.wait(timeout):
+                self._event.clear()
+            if self._stopping:
+                break
+            try:
+                self._tick(time.monotonic())
+            except Exception:  # the sender must never die; the next tick retries
+                log.exception("axme_meter: heartbeat sender error")
+                self._schedule_retry(None)
+
+    def _interval(self) -> float:
+        return float(_config.settings.heartbeat_interval)
+
+    def _due_at(self) -> float | None:
+        """When the next regular send is due, or ``None`` when there is nothing to say."""
+        interval = self._interval()
+        if self._first_dirty is None and not self._open and not self._frozen:
+            if budget.armed() and budget.blocked_by_gateway():
+                return self._last_send + interval  # ask about blocked agents once per interval
+            return None
+        first = self._first_dirty if self._first_dirty is not None else time.monotonic()
+        due = max(self._last_send + interval, first + min(1.0, interval))
+        return max(due, self._retry_at)
+
+    def _plan(self, now: float) -> float | None:
+        """Seconds to sleep: until the next checkpoint, send, retry or fail-closed deadline."""
+        wakes: list[float] = []
+        if self._dirty:
+            wakes.append(self._last_checkpoint + CHECKPOINT_EVERY)
+        due = self._due_at()
+        if due is not None:
+            wakes.append(due)
+        if self._early:
+            wakes.append(max(self._last_send + self._early_gap(), self._retry_at))
+        if self._down_since is not None and _config.settings.fail_mode == "closed":
+            wakes.append(self._down_since + float(_config.settings.fail_after))
+        if not wakes:
+            return None
+        return max(0.0, min(wakes) - now)
+
+    def _early_gap(self) -> float:
+        return min(1.0, self._interval())
+
+    def _tick(self, now: float) -> None:
+        self._check_fail_closed(now)
+        if self._dirty and now >= self._last_checkpoint + CHECKPOINT_EVERY:
+            self.checkpoint()
+        due = self._due_at()
+        early = self._early and now >= max(self._last_send + self._early_gap(), self._retry_at)
+        if (due is not None and now >= due) or early:
+            if self._send_lock.acquire(blocking=False):  # a flush() in progress does the work
+                try:
+                    self._send_all(deadline=None, probes=not early or (due is not None and now >= due))
+                finally:
+                    self._send_lock.release()
+
+    # ------------------------------------------------------------------ state
+
+    def _new_id(self) -> str:
+        self._n += 1
+        return f"hb_{self.instance}_{self._seq}_{self._n}"
+
+    def _drain_locked(self) -> None:
+        self._dirty = False  # before draining, so a concurrent record marks us dirty again
+        buckets = meter.drain()
+        for bucket in buckets:
+            key = (bucket.agent, bucket.intent)
+            entry = self._open.get(key)
+            if entry is None:
+                self._open[key] = Entry.from_bucket(self._new_id(), bucket)
+            else:
+                entry.merge(bucket)
+        if buckets:
+            self._changed = True
+
+    def _spool_entries_locked(self) -> list[dict]:
+        return [e.to_spool() for e in self._frozen.values()] + [e.to_spool() for e in self._open.values()]
+
+    def _save_locked(self) -> None:
+        if self._changed and self._spool is not None:
+            self._spool.save(self._spool_entries_locked())
+        self._changed = False
+
+    def checkpoint(self) -> None:
+        """Drain the meter and write the unsent state to disk (atomic, O(entries))."""
+        with self._state_lock:
+            self._drain_locked()
+            self._save_locked()
+        self._last_checkpoint = time.monotonic()
+
+    def _has_data(self) -> bool:
+        return bool(self._open or self._frozen or self._dirty)
+
+    def pending_entries(self) -> int:
+        return len(self._open) + len(self._frozen)
+
+    # ------------------------------------------------------------------ sending
+
+    def flush(self, timeout: float, *, attempts: int | None = None) -> bool:
+        """Send everything now; True when the gateway has acknowledged all of it."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        try:
+            self._ensure_ready()
+        except Exception:
+            log.exception("axme_meter: flush could not reach the spool or HTTP client")
+            return False
+        if not self._send_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            self.checkpoint()
+            return False
+        try:
+            delay = 0.05
+            tries = 0
+            while True:
+                tries += 1
+                ok = self._send_all(deadline=deadline, probes=False)
+                if ok and not self._open and not self._frozen and not self._dirty:
+                    return True
+                if attempts is not None and tries >= attempts:
+                    return False
+                if not ok:
+                    if time.monotonic() + delay >= deadline:
+                        return False
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                elif time.monotonic() >= deadline:
+                    return False
+        finally:
+            self._send_lock.release()
+            self.checkpoint()
+
+    def _send_all(self, *, deadline: float | None, probes: bool) -> bool:
+        """One round: freeze, POST in ≤1000-entry chunks, apply answers. Caller holds ``_send_lock``."""
+        with self._state_lock:
+            self._drain_locked()
+            self._seq += 1
+            frozen_keys = {(e.agent, e.intent) for e in self._frozen.values()}
+            for key in [k for k in self._open if k not in frozen_keys]:
+                entry = self._open.pop(key)
+                entry.frozen = True
+                self._frozen[entry.id] = entry
+                self._changed = True
+            batch = list(self._frozen.values())
+            base = budget.snapshot_spent()
+            # Spend held back in open entries is not in this batch: the answer's `remaining` won't cover it.
+            for entry in self._open.values():
+                base[entry.agent] = base.get(entry.agent, 0) - entry.totals.cost_pico
+            self._save_locked()
+            self._first_dirty = None
+        self._last_checkpoint = time.monotonic()
+        if probes:
+            now = time.time()
+            present = {e.agent for e in batch}
+            batch += [probe_entry(f"hb_{self.instance}_{self._seq}_p{i}", a, now)
+                      for i, a in enumerate(budget.blocked_by_gateway()) if a not in present]
+        self._early = False
+        if not batch:
+            return True
+        self._last_send = time.monotonic()
+        for start in range(0, len(batch), MAX_BATCH):
+            chunk = batch[start : start + MAX_BATCH]
+            if deadline is not None:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    return False
+            else:
+                timeout = HTTP_TIMEOUT
+            if not self._post_chunk(chunk, base, timeout):
+                return False
+        self._failures = 0
+        self._retry_at = 0.0
+        return True
+
+    def _post_chunk(self, chunk: list[Entry], base: dict[str, int], timeout: float) -> bool:
+        assert self._http is not None
+        self.requests += 1
+        try:
+            answer = self._http.post("/v1/mesh/heartbeat", {"heartbeats": [e.to_wire() for e in chunk]}, timeout=timeout)
+        except GatewayUnreachable as exc:
+            self._note_failure(str(exc))
+            self._schedule_retry(None)
+            return False
+        results = parse_results(answer.body)
+        error = parse_error(answer.body) if answer.status >= 400 else None
+        if 200 <= answer.status < 300 or (answer.status in (403, 429) and results is not None):
+            self._acknowledge(chunk, results)
+            budget.apply_answer(parse_agents(answer.body), base)
+            if error is not None and _is_block(error):
+                agents = {e.agent for e in chunk}
+                budget.apply_error(error, fallback_agent=next(iter(agents)) if len(agents) == 1 else None)
+            self._note_success()
+            return results is None or all(e.probe or e.id in results for e in chunk)
+        if answer.status == 422 and results is None:
+            self._reject(chunk, f"HTTP 422: {_describe(answer)}")
+            self._note_success()
+            return True
+        if error is not None and _is_block(error):
+            # Blocked, but the gateway did not say it recorded the entries: keep them, apply the block.
+            budget.apply_error(error)
+        self._warn_once(f"http{answer.status}", f"axme_meter: gateway answered HTTP {answer.status} to a heartbeat "
+                        f"({_describe(answer)}); keeping the entries and retrying")
+        self._note_failure(f"HTTP {answer.status}")
+        self._schedule_retry(answer.retry_after)
+        return False
+
+    def _acknowledge(self, chunk: list[Entry], results: dict[str, tuple[str, object]] | None) -> None:
+        rejected: list[Entry] = []
+        with self._state_lock:
+            for entry in chunk:
+                if entry.probe:
+                    continue
+                status = ("recorded", None) if results is None else results.get(entry.id)
+                if status is None:
+                    continue  # not answered: re-send under the same id
+                if status[0] != "error":  # recorded / duplicate (and any future success word)
+                    self._frozen.pop(entry.id, None)
+                    self.acked += 1
+                else:
+                    self._frozen.pop(entry.id, None)
+                    rejected.append(entry)
+                self._changed = True
+            if rejected and self._spool is not None:
+                self._spool.reject([e.to_wire() for e in rejected], "gateway answered status=error")
+            self._save_locked()
+        if rejected:
+            log.error("axme_meter: the gateway rejected %d heartbeat entries as invalid; kept in %s",
+                      len(rejected), self._spool.dir if self._spool else "memory (spool unavailable)")
+
+    def _reject(self, chunk: list[Entry], reason: str) -> None:
+        with self._state_lock:
+            real = [e for e in chunk if not e.probe]
+            for entry in real:
+                self._frozen.pop(entry.id, None)
+            if self._spool is not None:
+                self._spool.reject([e.to_wire() for e in real], reason)
+            self._changed = True
+            self._save_locked()
+        log.error("axme_meter: the gateway rejected a heartbeat batch (%s); %d entries kept aside in the spool", reason, len(chunk))
+
+    def _schedule_retry(self, retry_after: float | None) -> None:
+        """Exponential backoff with jitter; a server ``Retry-After`` (already capped) wins."""
+        self._failures += 1
+        interval = self._interval()
+        base = min(1.0, interval)
+        cap = max(1.0, min(60.0, 4 * interval))
+        delay = min(cap, base * 2 ** min(self._failures - 1, 16))
+        delay = delay / 2 + random.uniform(0, delay / 2)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        self._retry_at = time.monotonic() + delay
+
+    # ------------------------------------------------------------------ reachability and fail mode
+
+    def _note_failure(self, reason: str) -> None:
+        now = time.monotonic()
+        self.last_error = reason
+        self._last_failure = now
+        if self._down_since is None:
+            self._down_since = now
+            log.warning("axme_meter: gateway %s unreachable (%s); spooling heartbeats and retrying", self.gateway_url, reason)
+        self._check_fail_closed(now)
+
+    def _note_success(self) -> None:
+        if self._down_since is not None:
+            log.info("axme_meter: gateway %s reachable again", self.gateway_url)
+            self._down_since = None
+            budget.set_unreachable(None)
+            with self._state_lock:
+                self._adopt_orphans_locked()  # processes that died during the outage
+        self.last_error = None
+
+    def _check_fail_closed(self, now: float) -> None:
+        s = _config.settings
+        if self._down_since is not None and s.fail_mode == "closed" and now - self._down_since >= s.fail_after:
+            budget.set_unreachable(
+                f"the AXME gateway has been unreachable for {now - self._down_since:.0f}s and fail_mode is 'closed'; "
+                "metered calls are refused until it answers again"
+            )
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message)
+
+    # ------------------------------------------------------------------ intents
+
+    def register_intent(self, agent: str, intent_id: str, labels: dict[str, str]) -> None:
+        """``POST /v1/mesh/intents`` on the caller's thread; raise ``BudgetExceeded`` when refused."""
+        budget.check(agent, intent_id)
+        try:
+            self._ensure_ready()
+        except Exception:
+            log.exception("axme_meter: intent registration could not start the HTTP client")
+            return
+        assert self._http is not None
+        now = time.monotonic()
+        if self._down_since is not None and now - self._last_failure < INTENT_SKIP_AFTER_FAILURE:
+            self._check_fail_closed(now)
+            budget.check(agent, intent_id)
+            return
+        try:
+            answer = self._http.post("/v1/mesh/intents", {"agent": agent, "intent_id": intent_id, "labels": labels},
+                                     timeout=INTENT_TIMEOUT)
+        except GatewayUnreachable as exc:
+            self._note_failure(str(exc))
+            budget.check(agent, intent_id)  # raises only when failing closed
+            return
+        if answer.status in (429, 403):
+            error = parse_error(answer.body)
+            if answer.status == 429 and error is None:
+                error = BlockError("budget_exceeded", "")
+            if error is not None and (answer.status == 429 and error.code not in ("rate_limited", "rate_limit_exceeded") or _is_block(error)):
+                self._note_success()
+                block = budget.apply_error(error, fallback_agent=agent)
+                if block is not None:
+                    raise block.error(error.agent or agent, intent_id)
+        if answer.status >= 500:
+            self._note_failure(f"HTTP {answer.status}")
+            budget.check(agent, intent_id)
+            return
+        if not 200 <= answer.status < 300:
+            self._warn_once(f"intent{answer.status}", f"axme_meter: intent registration answered HTTP {answer.status} "
+                            f"({_describe(answer)}); continuing without it")
+        else:
+            self._note_success()
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, object]:
+        return {
+            "gateway_url": self.gateway_url,
+            "api_key_set": bool(self.api_key),
+            "instance": self.instance,
+            "thread_alive": self._thread is not None and self._thread.is_alive(),
+            "pending_entries": self.pending_entries(),
+            "requests": self.requests,
+            "acked": self.acked,
+            "spool_dir": str(self._spool.dir) if self._spool is not None else None,
+            "spool_writable": bool(self._spool and self._spool.writable),
+            "unreachable_for": None if self._down_since is None else round(time.monotonic() - self._down_since, 3),
+            "last_error": self.last_error,
+        }
+
+
+def _is_block(error: BlockError) -> bool:
+    return error.code in BLOCK_CODES or error.policy is not None
+
+
+def _describe(answer: Answer) -> str:
+    error = parse_error(answer.body)
+    if error is not None:
+        return f"{error.code}: {error.message}"[:300]
+    return str(answer.body)[:300] if answer.body is not None else "no body"
+
+
+__all__ = ["Sender"]
