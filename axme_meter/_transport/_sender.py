@@ -216,8 +216,10 @@ class Sender:
             if budget.armed() and budget.blocked_by_gateway():
                 return self._last_send + interval  # ask about blocked agents once per interval
             return None
-        first = self._first_dirty if self._first_dirty is not None else time.monotonic()
-        due = max(self._last_send + interval, first + min(1.0, interval))
+        due = self._last_send + interval
+        if self._first_dirty is not None:
+            # Coalesce a burst: the first heartbeat goes out within a second of the first call, not at once.
+            due = max(due, self._first_dirty + min(1.0, interval))
         return max(due, self._retry_at)
 
     def _plan(self, now: float) -> float | None:
@@ -381,8 +383,10 @@ class Sender:
         error = parse_error(answer.body) if answer.status >= 400 else None
         if 200 <= answer.status < 300 or (answer.status in (403, 429) and results is not None):
             self._acknowledge(chunk, results)
-            budget.apply_answer(parse_agents(answer.body), base)
-            if error is not None and _is_block(error):
+            states = parse_agents(answer.body)
+            budget.apply_answer(states, base)
+            if error is not None and _is_block(error) and (error.agent or "") not in states:
+                # Only when the per-agent map (which is richer: state, every policy) doesn't cover it.
                 agents = {e.agent for e in chunk}
                 budget.apply_error(error, fallback_agent=next(iter(agents)) if len(agents) == 1 else None)
             self._note_success()

@@ -1,0 +1,210 @@
+"""Heartbeat delivery through the public API: batching, idempotency, outages, spool, memory bounds."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from decimal import Decimal
+from pathlib import Path
+
+import axme_meter
+from axme_meter import _transport
+from axme_meter._meter import CallRecord, meter
+from axme_meter._pricing import Usage
+from gateway_stub import StubGateway
+from transport_helpers import AGENT, API_KEY, MODEL, chat, wait_for
+
+ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
+def _sender():
+    return _transport._sender
+
+
+def test_n_calls_make_one_request_adding_up_to_spend(gw: StubGateway, spool_dir: Path, client) -> None:
+    axme_meter.configure(gateway_url=gw.url, api_key=API_KEY, spool_dir=spool_dir, heartbeat_interval=60)
+    with axme_meter.agent(AGENT):
+        for i in range(12):
+            with axme_meter.intent(f"int_{i % 3}"):
+                chat(client)
+    with axme_meter.agent("agent://acme/prod/writer"):
+        for _ in range(5):
+            chat(client)
+    assert _transport.flush(timeout=10)
+    assert gw.heartbeat_requests() == 1
+    request = gw.requests[0]
+    assert request["headers"]["x-api-key"] == API_KEY
+    entries = request["body"]["heartbeats"]
+    assert len(entries) == 4  # 3 intents of one agent + 1 agent without intent
+    spend = axme_meter.spend()
+    assert sum(Decimal(e["metrics"]["cost_usd"]) for e in entries) == spend.cost_usd
+    assert sum(e["metrics"]["llm_calls"] for e in entries) == spend.calls == 17
+    assert sum(e["metrics"]["tokens_in"] for e in entries) == spend.tokens_in
+    for entry in entries:
+        assert entry["id"].startswith("hb_")
+        assert entry["status"] == "processing"
+        assert ISO_Z.match(entry["window_start"]) and ISO_Z.match(entry["window_end"])
+        assert entry["window_start"] <= entry["window_end"]
+        assert isinstance(entry["metrics"]["cost_usd"], str)
+        assert set(entry["by_model"]) == {MODEL}
+        assert entry["by_model"][MODEL]["cost_usd"] == entry["metrics"]["cost_usd"]
+        assert entry["pricing_version"]
+    intents = {e.get("intent_id") for e in entries if e["agent"] == AGENT}
+    assert intents == {"int_0", "int_1", "int_2"}
+    assert "intent_id" not in [e for e in entries if e["agent"] != AGENT][0]
+
+
+def test_first_heartbeat_goes_out_promptly_without_flush(gw: StubGateway, spool_dir: Path, client) -> None:
+    axme_meter.configure(gateway_url=gw.url, api_key=API_KEY, spool_dir=spool_dir, heartbeat_interval=3600)
+    chat(client)
+    wait_for(lambda: gw.total_calls() == 1, what="the first heartbeat (interval is an hour)")
+
+
+def test_many_calls_per_interval_stay_one_request_per_interval(metered: StubGateway) -> None:
+    axme_meter.configure(heartbeat_interval=0.5)
+    usage = Usage(input_tokens=10, output_tokens=5)
+    for _ in range(20_000):
+        meter.record(CallRecord(AGENT, None, MODEL, usage, 1_000, True, False, "v1"))
+    assert _transport.flush(timeout=10)
+    # 20k records in well under the interval: a handful of requests, never one per call.
+    assert gw_requests(metered) <= 5
+    assert metered.total_calls() == 20_000
+    assert metered.total_cost() == Decimal("0.00002")
+
+
+def gw_requests(gw: StubGateway) -> int:
+    return gw.heartbeat_requests()
+
+
+def test_replayed_batch_is_not_double_counted(metered: StubGateway, client) -> None:
+    metered.mode = "lose_answer"  # the gateway records, but the answer never arrives
+    for _ in range(3):
+        chat(client)
+    assert not _transport.flush(timeout=1)
+    assert metered.total_calls() == 3
+    metered.mode = "ok"
+    assert _transport.flush(timeout=10)
+    assert metered.duplicates >= 1  # same ids re-sent ...
+    assert metered.total_calls() == 3  # ... and counted once
+    assert metered.total_cost() == axme_meter.spend().cost_usd
+
+
+def test_gateway_down_then_up_loses_and_duplicates_nothing(metered: StubGateway, client) -> None:
+    metered.mode = "down"
+    for _ in range(4):
+        chat(client)
+    wait_for(lambda: metered.heartbeat_requests() >= 2, what="retries while the gateway is down")
+    state_files = wait_for(lambda: list(Path(_sender().status()["spool_dir"]).glob("proc-*.json")), what="spool file")
+    spooled = json.loads(state_files[0].read_text())["entries"]
+    assert sum(e["metrics"]["llm_calls"] for e in spooled) == 4
+    for _ in range(3):
+        chat(client)
+    metered.mode = "ok"
+    wait_for(lambda: metered.total_calls() == 7, what="delivery after the gateway returns")
+    assert _transport.flush(timeout=10)
+    assert metered.total_cost() == axme_meter.spend().cost_usd == Decimal("0.0525")
+    assert not list(Path(_sender().status()["spool_dir"]).glob("proc-*.json"))  # acknowledged: spool emptied
+
+
+def test_outage_memory_is_bounded_by_agents_intents_models(metered: StubGateway) -> None:
+    metered.mode = "down"
+    usage = Usage(input_tokens=1, output_tokens=1)
+    for i in range(30_000):
+        agent = f"agent://acme/prod/a{i % 2}"
+        meter.record(CallRecord(agent, f"int_{i % 3}", MODEL, usage, 7, True, False, "v1"))
+        if i % 5_000 == 0:
+            _transport.flush(timeout=0.2)  # force send attempts (and freezes) during the outage
+    _transport.flush(timeout=0.2)
+    assert _sender().pending_entries() <= 2 * 2 * 3  # ≤ one frozen + one open per agent × intent
+    metered.mode = "ok"
+    assert _transport.flush(timeout=10)
+    assert metered.total_calls() == 30_000
+    assert metered.total_cost() == Decimal(30_000 * 7).scaleb(-12)
+
+
+def test_more_than_1000_entries_are_split(metered: StubGateway) -> None:
+    axme_meter.configure(heartbeat_interval=60)
+    usage = Usage(input_tokens=1, output_tokens=1)
+    for i in range(1_500):
+        meter.record(CallRecord(AGENT, f"int_{i}", MODEL, usage, 1, True, False, "v1"))
+    assert _transport.flush(timeout=10)
+    sizes = [len(r["body"]["heartbeats"]) for r in metered.requests]
+    assert max(sizes) <= 1000 and sum(sizes) == 1500
+
+
+def test_unwritable_spool_warns_once_and_keeps_working_in_memory(gw: StubGateway, tmp_path: Path, client, caplog) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    caplog.set_level(logging.WARNING, logger="axme_meter")
+    axme_meter.configure(gateway_url=gw.url, api_key=API_KEY, spool_dir=blocker / "spool", heartbeat_interval=0.1)
+    gw.mode = "down"
+    for _ in range(3):
+        chat(client)
+    wait_for(lambda: gw.heartbeat_requests() >= 2, what="retries")
+    axme_meter.configure(heartbeat_interval=0.05)  # reconfigure: must not warn again
+    gw.mode = "ok"
+    wait_for(lambda: gw.total_calls() == 3, what="delivery from memory")
+    warnings = [r for r in caplog.records if "not writable" in r.getMessage()]
+    assert len(warnings) == 1
+    assert _sender().status()["spool_writable"] is False
+
+
+def test_api_key_is_never_logged(gw: StubGateway, spool_dir: Path, client, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    axme_meter.configure(gateway_url=gw.url, api_key=API_KEY, spool_dir=spool_dir, heartbeat_interval=0.05)
+    gw.mode = "down"
+    chat(client)
+    wait_for(lambda: gw.heartbeat_requests() >= 2, what="failed sends")
+    gw.mode = "ok"
+    assert _transport.flush(timeout=10)
+    axme_meter.configure(gateway_url="http://127.0.0.1:9")  # unreachable port
+    chat(client)
+    _transport.flush(timeout=0.5)
+    text = "\n".join(r.getMessage() for r in caplog.records) + repr(_transport.status())
+    assert API_KEY not in text
+
+
+def test_recovery_of_a_dead_process_file_is_idempotent(metered: StubGateway, spool_dir: Path) -> None:
+    """A crash in the middle of adoption leaves the same entries in two files: the ids make it harmless."""
+    from axme_meter._transport._spool import namespace
+
+    entry = {
+        "id": "hb_deadbeef0001_1_1", "agent": AGENT, "status": "processing",
+        "window_start": "2026-11-28T23:00:00Z", "window_end": "2026-11-28T23:00:30Z",
+        "metrics": {"cost_usd": "0.25", "llm_calls": 2, "tokens_in": 10, "tokens_out": 5, "cached_tokens": 0,
+                    "reasoning_tokens": 0, "estimated_calls": 0, "unpriced_calls": 0},
+        "by_model": {MODEL: {"cost_usd": "0.25", "llm_calls": 2, "tokens_in": 10, "tokens_out": 5}},
+        "pricing_version": "v1",
+    }
+    ns = spool_dir / namespace(metered.url)
+    ns.mkdir(parents=True)
+    for name in ("proc-deadbeef0001.json", "proc-cafecafe0002.json"):
+        (ns / name).write_text(json.dumps({"entries": [entry]}))
+    assert _transport.flush(timeout=10)
+    assert metered.total_cost() == Decimal("0.25")
+    assert metered.total_calls() == 2
+    assert not list(ns.glob("proc-*.json"))
+
+
+def test_invalid_entries_are_kept_aside_not_retried_forever(metered: StubGateway, client) -> None:
+    from axme_meter._transport._gateway_http import Answer
+
+    chat(client)
+    sender = _transport._sender
+    sender._ensure_ready()
+
+    class Refusing:
+        """A gateway that refuses the batch as invalid (422 without per-entry results)."""
+
+        def post(self, path, body, *, timeout=None):  # noqa: ANN001
+            return Answer(422, {"error": {"code": "validation_error", "message": "metrics.cost_usd"}}, None)
+
+        def close(self) -> None:
+            pass
+
+    sender._http = Refusing()
+    assert _transport.flush(timeout=2)
+    rejected = list(Path(sender.status()["spool_dir"]).glob("rejected-*.jsonl"))
+    assert rejected and "metrics.cost_usd" in rejected[0].read_text()
+    assert sender.pending_entries() == 0
