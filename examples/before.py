@@ -1,0 +1,32 @@
+"""The seed's agent, before axme_meter: nobody knows what each ticket costs.
+
+Run against the simulator: ``OPENAI_BASE_URL=http://127.0.0.1:8700/v1 OPENAI_API_KEY=sk-sim python examples/before.py``
+(start it with ``python -m axme_meter.demo._simulator --port 8700``), or against OpenAI with your key.
+"""
+
+from __future__ import annotations
+
+from openai import OpenAI
+
+client = OpenAI()
+
+TICKETS = {
+    "T-4711": "I was billed twice this month for the Pro plan.",
+    "T-4712": "The password reset email never arrives.",
+}
+
+
+def process_ticket(ticket_id: str, text: str) -> str:
+    reply = client.chat.completions.create(
+        model="gpt-4o",
+        messages=[
+            {"role": "system", "content": "You are a support research agent. Answer in two sentences."},
+            {"role": "user", "content": f"Ticket {ticket_id}: {text}"},
+        ],
+    )
+    return reply.choices[0].message.content or ""
+
+
+if __name__ == "__main__":
+    for ticket_id, text in TICKETS.items():
+        print(ticket_id, process_ticket(ticket_id, text)[:60], "...")

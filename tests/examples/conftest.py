@@ -1,0 +1,43 @@
+"""Run each example as its own process against the simulator (and a real gateway where it needs one)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("uvicorn", reason="the examples run against the simulator, which needs the 'gateway' extra")
+
+from axme_meter.demo._simulator import Simulator, SimulatorConfig  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[Simulator]:
+    with Simulator(SimulatorConfig(seed=3, completion_tokens=(40, 80))) as sim:
+        yield sim
+
+
+@pytest.fixture
+def example_env(simulator: Simulator, tmp_path: Path) -> dict[str, str]:
+    """The environment a user would set: OpenAI pointed at the simulator, meter-only unless a test adds a gateway."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AXME_", "OPENAI_"))}
+    env.update(
+        OPENAI_BASE_URL=simulator.base_url,
+        OPENAI_API_KEY="sk-simulator",
+        AXME_METER_SPOOL_DIR=str(tmp_path / "spool"),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+    )
+    return env
+
+
+def run_example(name: str, *args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    path = EXAMPLES / name
+    command = ["bash", str(path), *args] if name.endswith(".sh") else [sys.executable, str(path), *args]
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
