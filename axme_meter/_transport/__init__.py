@@ -228,14 +228,25 @@ def _after_fork_in_child() -> None:
         _register_multiprocessing_flush()
 
 
+class _MultiprocessingHook:
+    """A weak-referenceable key for ``multiprocessing.util.register_after_fork``."""
+
+
+_mp_hook = _MultiprocessingHook()
+
+
 def _register_multiprocessing_flush() -> None:
-    """``multiprocessing`` fork children leave via ``os._exit`` (no atexit): flush from its finalizers."""
+    """``multiprocessing`` fork children leave via ``os._exit`` (no atexit): flush from its finalizers.
+
+    The child's bootstrap clears the finalizer registry right after fork, so the
+    finalizer is registered from an after-fork hook, which runs after that clear.
+    """
     util = sys.modules.get("multiprocessing.util")
     if util is None:
         return
     try:
-        util.Finalize(None, _final_flush, exitpriority=10)
-    except Exception:  # pragma: no cover
+        util.register_after_fork(_mp_hook, lambda _hook: util.Finalize(None, _final_flush, exitpriority=10))
+    except Exception:  # pragma: no cover - best effort
         pass
 
 

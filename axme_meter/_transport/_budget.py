@@ -103,6 +103,7 @@ _spent: dict[str, int] = {}
 _last: dict[str, int] = {}
 _leases: dict[str, Lease] = {}
 _limits = LocalLimits({})
+_limits_source: dict[str, Decimal] = {}
 #: Set by the transport: wakes the sender for an early heartbeat. Must not block.
 waker: Callable[[], None] | None = None
 
@@ -230,7 +231,9 @@ def apply_answer(agents: Mapping[str, AgentState], base: Mapping[str, int]) -> N
                 )
                 continue
             _lift_locked(agent, GATEWAY)
-            leased = [p for p in answer.policies if p.intent_id is None and p.remaining is not None and (p.resets_at is None or p.resets_at > now)]
+            # Only money policies make a lease (an intents-per-day "remaining" is a count, not dollars).
+            leased = [p for p in answer.policies if p.intent_id is None and p.remaining is not None
+                      and p.name.endswith("_usd") and (p.resets_at is None or p.resets_at > now)]
             if not leased:
                 _leases.pop(agent, None)
                 _lift_locked(agent, LEASE)
@@ -274,9 +277,13 @@ def blocked_by_gateway() -> list[str]:
 
 
 def configure_limits(limits: Mapping[str, Decimal]) -> bool:
-    """Replace the local limits; returns whether any is active."""
-    global _limits
+    """Replace the local limits (only when they changed: spend so far must survive unrelated
+    ``configure()`` calls); returns whether any is active."""
+    global _limits, _limits_source
     with _lock:
+        if dict(limits) == _limits_source:
+            return _limits.active
+        _limits_source = dict(limits)
         _limits = LocalLimits(limits)
         for agent in [a for a, b in _agents.items() if LOCAL in b]:
             _lift_locked(agent, LOCAL)
@@ -311,14 +318,8 @@ def reset() -> None:
         _spent.clear()
         _last.clear()
         _leases.clear()
-        _limits = LocalLimits(_limits_config())
+        _limits = LocalLimits(_limits_source)
         _rearm()
-
-
-def _limits_config() -> dict[str, Decimal]:
-    from .._config import settings
-
-    return settings.local_limits
 
 
 def _after_fork_in_child() -> None:

@@ -187,3 +187,23 @@ def test_plain_http_from_the_environment_runs_meter_only(tmp_path: Path) -> None
     status = json.loads(_run("status", env).stdout)
     assert status["mode"] == "refused" and "allow_insecure_http" in status["reason"]
     assert API_KEY not in json.dumps(status)
+
+
+def _mp_worker() -> None:
+    from transport_helpers import new_client
+
+    with axme_meter.agent("agent://acme/prod/mp-child"):
+        chat(new_client(CountingOpenAI()))
+        chat(new_client(CountingOpenAI()))
+
+
+def test_multiprocessing_fork_child_flushes_on_exit(metered: StubGateway) -> None:
+    """multiprocessing children end with os._exit (no atexit); their spend still arrives."""
+    import multiprocessing
+
+    axme_meter.configure(heartbeat_interval=3600)
+    proc = multiprocessing.get_context("fork").Process(target=_mp_worker)
+    proc.start()
+    proc.join(timeout=60)
+    assert proc.exitcode == 0
+    assert metered.total_cost("agent://acme/prod/mp-child") == 2 * CALL
