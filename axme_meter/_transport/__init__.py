@@ -32,7 +32,8 @@ log = logging.getLogger("axme_meter")
 
 _installed = False
 _apply_lock = threading.RLock()
-_sender: Any = None  # _sender.Sender | None; typed loosely so this module needn't import it at import time
+#: The live ``_sender.Sender`` (None in meter-only mode). Not named ``_sender``: importing that submodule rebinds the name.
+_current: Any = None
 _sender_key: tuple[str | None, str | None, Path | None] | None = None
 _accounting = False
 _mode = "meter-only"
@@ -64,7 +65,7 @@ def flush(timeout: float = 5.0) -> bool:
     meter-only mode has nothing to deliver). On False the rest is on disk in the
     spool and is re-sent by the background sender or the next process.
     """
-    sender = _sender
+    sender = _current
     if sender is None:
         return True
     return bool(sender.flush(timeout))
@@ -73,11 +74,16 @@ def flush(timeout: float = 5.0) -> bool:
 def status() -> dict[str, object]:
     """Where the transport stands: mode, gateway, pending entries, spool, blocks. Never the API key."""
     out: dict[str, object] = {"mode": _mode, "reason": _mode_reason}
-    sender = _sender
+    sender = _current
     if sender is not None:
         out.update(sender.status())
     out.update(budget.status())
     return out
+
+
+def current_sender() -> Any:
+    """The live sender (None in meter-only mode); for status tools and tests."""
+    return _current
 
 
 def blocked_agents() -> list[str]:
@@ -91,8 +97,8 @@ def blocked_agents() -> list[str]:
 def _on_record(rec: CallRecord) -> None:
     """Meter listener: runs on the caller's thread after every record. O(1), never raises."""
     try:
-        sender = _sender
-        if sender is not None:
+        sender = _current
+        if sender is not None and not sender._dirty:  # noqa: SLF001 - inlined hot path
             sender.note_record()
         if _accounting:
             budget.account(rec.agent, rec.intent, rec.cost_pico, rec.at)
@@ -101,13 +107,13 @@ def _on_record(rec: CallRecord) -> None:
 
 
 def _wake_early() -> None:
-    sender = _sender
+    sender = _current
     if sender is not None:
         sender.wake_early()
 
 
 def _register_intent(agent: str, intent_id: str, labels: Mapping[str, str]) -> None:
-    sender = _sender
+    sender = _current
     if sender is not None:
         sender.register_intent(agent, intent_id, dict(labels))
     else:
@@ -122,7 +128,7 @@ def _say_once(key: str, level: int, message: str, *args: object) -> None:
 
 def _apply(settings: _config.Settings) -> None:
     """(Re)build the transport from settings: mode, hooks, sender."""
-    global _sender, _sender_key, _accounting, _mode, _mode_reason
+    global _current, _sender_key, _accounting, _mode, _mode_reason
     with _apply_lock:
         limits_on = budget.configure_limits(settings.local_limits)
         url: str | None = None
@@ -144,19 +150,19 @@ def _apply(settings: _config.Settings) -> None:
                 _say_once("nokey", logging.WARNING, "axme_meter: AXME_GATEWAY_URL is set but AXME_API_KEY is not; "
                           "the gateway will refuse heartbeats")
         key = (url, settings.api_key, settings.spool_dir)
-        if _sender is not None and _sender_key != key:
+        if _current is not None and _sender_key != key:
             # Different gateway, key or spool: park the old state on disk (no network inside configure()).
-            old, _sender = _sender, None
+            old, _current = _current, None
             old.close(network=False)
-        if url is not None and _sender is None:
+        if url is not None and _current is None:
             from ._sender import Sender
 
-            _sender = Sender(url, settings.api_key, settings.spool_dir)
+            _current = Sender(url, settings.api_key, settings.spool_dir)
             _sender_key = key
             if meter_has_pending():
-                _sender.note_record()
-        elif _sender is not None:
-            _sender.poke()
+                _current.note_record()
+        elif _current is not None:
+            _current.poke()
         _accounting = url is not None or limits_on
         _guard.check = budget.check if _accounting else None
         _attribution.intent_registrar = _register_intent if url is not None else None
@@ -199,7 +205,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def _final_flush() -> None:
     """One bounded attempt; leftovers stay in the spool for the next process."""
-    sender = _sender
+    sender = _current
     if sender is None:
         return
     try:
@@ -217,14 +223,14 @@ def _at_exit() -> None:
 
 def _after_fork_in_child() -> None:
     """The child starts clean: its own sender, lock and ids; the parent keeps sending its own data."""
-    global _apply_lock, _sender
+    global _apply_lock, _current
     _apply_lock = threading.RLock()
-    old = _sender
+    old = _current
     if old is not None:
         old.forget_after_fork()
         from ._sender import Sender
 
-        _sender = Sender(old.gateway_url, old.api_key, old.spool_root)
+        _current = Sender(old.gateway_url, old.api_key, old.spool_root)
         _register_multiprocessing_flush()
 
 
@@ -252,9 +258,9 @@ def _register_multiprocessing_flush() -> None:
 
 def _reset_for_tests() -> None:
     """Park the sender without network and forget all budget state (tests only)."""
-    global _sender, _sender_key
+    global _current, _sender_key
     with _apply_lock:
-        old, _sender, _sender_key = _sender, None, None
+        old, _current, _sender_key = _current, None, None
         if old is not None:
             old.close(network=False)
         budget.reset()

@@ -217,9 +217,11 @@ class Sender:
                 return self._last_send + interval  # ask about blocked agents once per interval
             return None
         due = self._last_send + interval
-        if self._first_dirty is not None:
-            # Coalesce a burst: the first heartbeat goes out within a second of the first call, not at once.
-            due = max(due, self._first_dirty + min(1.0, interval))
+        first = self._first_dirty
+        if first is not None and first - self._last_send >= interval:
+            # The first spend after an idle stretch (or ever): send within a second, not a whole
+            # interval later, but let the burst that started it coalesce into the same request.
+            due = first + min(1.0, interval)
         return max(due, self._retry_at)
 
     def _plan(self, now: float) -> float | None:
@@ -331,6 +333,7 @@ class Sender:
     def _send_all(self, *, deadline: float | None, probes: bool) -> bool:
         """One round: freeze, POST in ≤1000-entry chunks, apply answers. Caller holds ``_send_lock``."""
         with self._state_lock:
+            self._first_dirty = None  # before the drain: a record after it starts the next window
             self._drain_locked()
             self._seq += 1
             frozen_keys = {(e.agent, e.intent) for e in self._frozen.values()}
@@ -345,7 +348,6 @@ class Sender:
             for entry in self._open.values():
                 base[entry.agent] = base.get(entry.agent, 0) - entry.totals.cost_pico
             self._save_locked()
-            self._first_dirty = None
         self._last_checkpoint = time.monotonic()
         if probes:
             now = time.time()

@@ -26,8 +26,10 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class StubGateway:
-    def __init__(self) -> None:
+    def __init__(self, *, keep_requests: bool = True) -> None:
         self.lock = threading.Lock()
+        self.keep_requests = keep_requests  # False: count only (the memory benchmark must not trace the stub)
+        self.request_count = 0
         self.requests: list[dict[str, Any]] = []  # every heartbeat request: {"headers", "body"}
         self.recorded: dict[str, dict[str, Any]] = {}  # id -> entry, first time seen
         self.duplicates = 0
@@ -67,7 +69,7 @@ class StubGateway:
 
     def heartbeat_requests(self) -> int:
         with self.lock:
-            return len(self.requests)
+            return self.request_count
 
     # ------------------------------------------------------------------ control
 
@@ -136,7 +138,9 @@ class StubGateway:
             def _heartbeat(self, body: Any) -> None:
                 entries = body["heartbeats"] if isinstance(body, dict) and "heartbeats" in body else [body]
                 with stub.lock:
-                    stub.requests.append({"headers": dict(self.headers), "body": body})
+                    stub.request_count += 1
+                    if stub.keep_requests:
+                        stub.requests.append({"headers": dict(self.headers), "body": body})
                     mode = stub.mode
                 if mode == "down":
                     self._send(503, {"error": {"code": "unavailable", "message": "down"}})

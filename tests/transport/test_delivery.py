@@ -19,7 +19,7 @@ ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
 def _sender():
-    return _transport._sender
+    return _transport.current_sender()
 
 
 def test_n_calls_make_one_request_adding_up_to_spend(gw: StubGateway, spool_dir: Path, client) -> None:
@@ -191,7 +191,7 @@ def test_invalid_entries_are_kept_aside_not_retried_forever(metered: StubGateway
     from axme_meter._transport._gateway_http import Answer
 
     chat(client)
-    sender = _transport._sender
+    sender = _transport.current_sender()
     sender._ensure_ready()
 
     class Refusing:

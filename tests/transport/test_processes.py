@@ -107,7 +107,7 @@ def test_fork_child_sends_its_own_spend_and_never_the_parents(metered: StubGatew
     with axme_meter.agent(AGENT):
         chat(client)
         chat(client)
-    parent_instance = _transport._sender.instance
+    parent_instance = _transport.current_sender().instance
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
@@ -117,7 +117,7 @@ def test_fork_child_sends_its_own_spend_and_never_the_parents(metered: StubGatew
             with axme_meter.agent("agent://acme/prod/child"):
                 chat(client)
             ok = _transport.flush(timeout=10)
-            report = {"ok": ok, "cost": str(axme_meter.spend().cost_usd), "instance": _transport._sender.instance}
+            report = {"ok": ok, "cost": str(axme_meter.spend().cost_usd), "instance": _transport.current_sender().instance}
             os.write(write_fd, json.dumps(report).encode())
             code = 0
         finally:
@@ -164,7 +164,7 @@ def test_meter_only_mode_says_so_once_and_needs_no_network(client, caplog) -> No
     _transport._apply(_config.settings)
     chat(client)
     assert _transport.status()["mode"] == "meter-only"
-    assert _transport._sender is None
+    assert _transport.current_sender() is None
     assert _transport.flush() is True
     notes = [r for r in caplog.records if "meter-only" in r.getMessage()]
     assert len(notes) == 1 and notes[0].levelno == logging.INFO
