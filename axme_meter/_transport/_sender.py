@@ -173,6 +173,9 @@ class Sender:
                 self.checkpoint()
             except Exception:  # pragma: no cover - defensive: closing must not raise
                 log.exception("axme_meter: could not park unsent heartbeats in the spool")
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=0.2)  # it exits at its next wake-up; never wait on a slow request
         if self._spool is not None:
             self._spool.close(remove_lock=True)
         if self._http is not None:

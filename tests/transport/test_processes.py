@@ -158,6 +158,9 @@ async def test_sender_runs_beside_a_running_event_loop(metered: StubGateway, ope
 
 
 def test_meter_only_mode_says_so_once_and_needs_no_network(client, caplog) -> None:
+    import threading
+
+    before = {t.ident for t in threading.enumerate()}
     caplog.set_level(logging.INFO, logger="axme_meter")
     _transport._said.clear()
     _transport._apply(_config.settings)
@@ -168,7 +171,7 @@ def test_meter_only_mode_says_so_once_and_needs_no_network(client, caplog) -> No
     assert _transport.flush() is True
     notes = [r for r in caplog.records if "meter-only" in r.getMessage()]
     assert len(notes) == 1 and notes[0].levelno == logging.INFO
-    assert not any(t.name == "axme-meter-heartbeat" and t.is_alive() for t in __import__("threading").enumerate())
+    assert not [t for t in threading.enumerate() if t.ident not in before]  # no sender thread, no network
 
 
 def test_plain_http_to_a_remote_host_is_refused(spool_dir: Path) -> None:
