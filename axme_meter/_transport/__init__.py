@@ -34,7 +34,9 @@ _installed = False
 _apply_lock = threading.RLock()
 #: The live ``_sender.Sender`` (None in meter-only mode). Not named ``_sender``: importing that submodule rebinds the name.
 _current: Any = None
-_sender_key: tuple[str | None, str | None, Path | None] | None = None
+#: The gateway the sender must talk to: (url, api key, spool dir), or None for no network.
+#: The sender itself (and httpx, and the thread) is created on first need, not at import.
+_want: tuple[str, str | None, Path | None] | None = None
 _accounting = False
 _mode = "meter-only"
 _mode_reason = "AXME_GATEWAY_URL is not set"
@@ -65,7 +67,7 @@ def flush(timeout: float = 5.0) -> bool:
     meter-only mode has nothing to deliver). On False the rest is on disk in the
     spool and is re-sent by the background sender or the next process.
     """
-    sender = _current
+    sender = _sender_now()
     if sender is None:
         return True
     return bool(sender.flush(timeout))
@@ -98,7 +100,10 @@ def _on_record(rec: CallRecord) -> None:
     """Meter listener: runs on the caller's thread after every record. O(1), never raises."""
     try:
         sender = _current
-        if sender is not None and not sender._dirty:  # noqa: SLF001 - inlined hot path
+        if sender is None:
+            if _want is not None:
+                _sender_now().note_record()
+        elif not sender._dirty:  # noqa: SLF001 - inlined hot path
             sender.note_record()
         if _accounting:
             budget.account(rec.agent, rec.intent, rec.cost_pico, rec.at)
@@ -112,8 +117,22 @@ def _wake_early() -> None:
         sender.wake_early()
 
 
-def _register_intent(agent: str, intent_id: str, labels: Mapping[str, str]) -> None:
+def _sender_now() -> Any:
+    """The sender, created on first need (first record, flush, or intent registration)."""
+    global _current
     sender = _current
+    if sender is None and _want is not None:
+        with _apply_lock:
+            if _current is None and _want is not None:
+                from ._sender import Sender
+
+                _current = Sender(*_want)
+            sender = _current
+    return sender
+
+
+def _register_intent(agent: str, intent_id: str, labels: Mapping[str, str]) -> None:
+    sender = _sender_now()
     if sender is not None:
         sender.register_intent(agent, intent_id, dict(labels))
     else:
@@ -128,7 +147,7 @@ def _say_once(key: str, level: int, message: str, *args: object) -> None:
 
 def _apply(settings: _config.Settings) -> None:
     """(Re)build the transport from settings: mode, hooks, sender."""
-    global _current, _sender_key, _accounting, _mode, _mode_reason
+    global _current, _want, _accounting, _mode, _mode_reason
     with _apply_lock:
         limits_on = budget.configure_limits(settings.local_limits)
         url: str | None = None
@@ -149,18 +168,14 @@ def _apply(settings: _config.Settings) -> None:
             if not settings.api_key:
                 _say_once("nokey", logging.WARNING, "axme_meter: AXME_GATEWAY_URL is set but AXME_API_KEY is not; "
                           "the gateway will refuse heartbeats")
-        key = (url, settings.api_key, settings.spool_dir)
-        if _current is not None and _sender_key != key:
-            # Different gateway, key or spool: park the old state on disk (no network inside configure()).
-            old, _current = _current, None
-            old.close(network=False)
-        if url is not None and _current is None:
-            from ._sender import Sender
-
-            _current = Sender(url, settings.api_key, settings.spool_dir)
-            _sender_key = key
-            if meter_has_pending():
-                _current.note_record()
+        want = (url, settings.api_key, settings.spool_dir) if url is not None else None
+        if want != _want:
+            old, _current, _want = _current, None, want
+            if old is not None:
+                # Different gateway, key or spool: park the old state on disk (no network inside configure()).
+                old.close(network=False)
+            if want is not None and meter_has_pending():
+                _sender_now().note_record()
         elif _current is not None:
             _current.poke()
         _accounting = url is not None or limits_on
@@ -207,7 +222,14 @@ def _final_flush() -> None:
     """One bounded attempt; leftovers stay in the spool for the next process."""
     sender = _current
     if sender is None:
-        return
+        want = _want
+        if want is None:
+            return
+        from ._spool import has_orphans
+
+        if not has_orphans(want[2], want[0]):
+            return  # never used and nothing left by dead processes: exit without network or imports
+        sender = _sender_now()
     try:
         timeout = float(getattr(_config.settings, "shutdown_timeout", 5.0))
         if not sender.close(timeout=timeout, network=True):
@@ -225,12 +247,10 @@ def _after_fork_in_child() -> None:
     """The child starts clean: its own sender, lock and ids; the parent keeps sending its own data."""
     global _apply_lock, _current
     _apply_lock = threading.RLock()
-    old = _current
+    old, _current = _current, None  # the child's own sender is created on its first need
     if old is not None:
         old.forget_after_fork()
-        from ._sender import Sender
-
-        _current = Sender(old.gateway_url, old.api_key, old.spool_root)
+    if _want is not None:
         _register_multiprocessing_flush()
 
 
@@ -258,9 +278,9 @@ def _register_multiprocessing_flush() -> None:
 
 def _reset_for_tests() -> None:
     """Park the sender without network and forget all budget state (tests only)."""
-    global _current, _sender_key
+    global _current, _want
     with _apply_lock:
-        old, _current, _sender_key = _current, None, None
+        old, _current, _want = _current, None, None
         if old is not None:
             old.close(network=False)
         budget.reset()

@@ -22,29 +22,37 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from .._errors import BudgetExceeded
 from .._money import format_usd, to_decimal
-from ._limits import LocalLimits
-from ._wire import AgentState, BlockError, PolicyState, iso
+
+if TYPE_CHECKING:  # imported lazily: this module loads with ``import axme_meter`` and must stay cheap
+    from ._limits import LocalLimits
+    from ._wire import AgentState, BlockError, PolicyState
 
 GATEWAY, LEASE, LOCAL = "gateway", "lease", "local"
 
 
-@dataclass(slots=True)
 class Block:
-    """Why an agent (or one of its intents) may not spend. Amounts in pico-dollars."""
+    """Why an agent (or one of its intents) may not spend. Amounts in pico-dollars.
 
-    source: str
-    policy: str | None
-    limit: int | None
-    spent: int | None
-    resets_at: float | None
-    state: str = "blocked"
-    message: str | None = None
+    A plain slotted class, not a dataclass: defining dataclasses costs import time.
+    """
+
+    __slots__ = ("source", "policy", "limit", "spent", "resets_at", "state", "message")
+
+    def __init__(self, source: str, policy: str | None, limit: int | None, spent: int | None, resets_at: float | None,
+                 state: str = "blocked", message: str | None = None) -> None:
+        self.source = source
+        self.policy = policy
+        self.limit = limit
+        self.spent = spent
+        self.resets_at = resets_at
+        self.state = state
+        self.message = message
 
     def expired(self, now: float) -> bool:
         return self.resets_at is not None and now >= self.resets_at
@@ -76,20 +84,24 @@ def _describe(agent: str, block: Block) -> str:
     else:
         text = f"{agent} is blocked" + (f" by {block.policy}" if block.policy else "")
     if block.resets_at is not None:
+        from ._wire import iso
+
         text += f"; resets {iso(block.resets_at)}"
     if block.source == LOCAL:
         text += " (local limit)"
     return text
 
 
-@dataclass(slots=True)
 class Lease:
     """The gateway's last ``remaining`` for an agent, and our spend counter when that batch was taken."""
 
-    remaining: int
-    base: int
-    policy: PolicyState
-    woke: bool = False
+    __slots__ = ("remaining", "base", "policy", "woke")
+
+    def __init__(self, remaining: int, base: int, policy: PolicyState) -> None:
+        self.remaining = remaining
+        self.base = base
+        self.policy = policy
+        self.woke = False
 
 
 # --- state (module globals: the hot path reads them without attribute lookups on an object) ---
@@ -102,7 +114,7 @@ _spent: dict[str, int] = {}
 #: Cost of each agent's last call: the predictor for "would the next call exceed the lease".
 _last: dict[str, int] = {}
 _leases: dict[str, Lease] = {}
-_limits = LocalLimits({})
+_limits: LocalLimits | None = None
 _limits_source: dict[str, Decimal] = {}
 _limits_active = False
 #: Set by the transport: wakes the sender for an early heartbeat. Must not block.
@@ -191,7 +203,7 @@ def account(agent: str, intent: str | None, cost: int, at: float) -> None:
             elif not lease.woke and 2 * unsent >= lease.remaining:
                 lease.woke = True
                 wake = True
-        if _limits_active:
+        if _limits_active and _limits is not None:
             for breach in _limits.account(agent, intent, cost, at):
                 block = Block(LOCAL, breach.policy, breach.limit, breach.spent, breach.resets_at)
                 if breach.intent is not None:
@@ -294,6 +306,8 @@ def configure_limits(limits: Mapping[str, Decimal]) -> bool:
     with _lock:
         if dict(limits) == _limits_source:
             return _limits_active
+        from ._limits import LocalLimits
+
         _limits_source = dict(limits)
         _limits = LocalLimits(limits)
         _limits_active = _limits.active
@@ -330,7 +344,10 @@ def reset() -> None:
         _spent.clear()
         _last.clear()
         _leases.clear()
-        _limits = LocalLimits(_limits_source)
+        if _limits is not None:
+            from ._limits import LocalLimits
+
+            _limits = LocalLimits(_limits_source)
         _rearm()
 
 

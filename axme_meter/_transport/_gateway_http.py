@@ -8,7 +8,6 @@ only into the ``x-api-key`` header and is never part of a log line or error.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -54,11 +53,15 @@ class GatewayUnreachable(Exception):
     """Connection refused, DNS failure, timeout: the request may or may not have arrived."""
 
 
-@dataclass(slots=True)
 class Answer:
-    status: int
-    body: Any
-    retry_after: float | None
+    """One HTTP answer: status, parsed JSON body (or None) and a capped ``Retry-After``."""
+
+    __slots__ = ("status", "body", "retry_after")
+
+    def __init__(self, status: int, body: Any, retry_after: float | None) -> None:
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -129,8 +129,17 @@ class Sender:
             if spool.open():
                 self._spool = spool
                 self._adopt_orphans_locked()
-            self._http = GatewayHTTP(self.gateway_url, self.api_key, timeout=HTTP_TIMEOUT)
             self._ready = True
+
+    def _client(self) -> GatewayHTTP:
+        """The HTTP client, built on the first request (that is when ``httpx`` gets imported)."""
+        http = self._http
+        if http is None:
+            with self._start_lock:
+                if self._http is None:
+                    self._http = GatewayHTTP(self.gateway_url, self.api_key, timeout=HTTP_TIMEOUT)
+                http = self._http
+        return http
 
     def _adopt_orphans_locked(self) -> int:
         spool = self._spool
@@ -376,10 +385,9 @@ class Sender:
         return True
 
     def _post_chunk(self, chunk: list[Entry], base: dict[str, int], timeout: float) -> bool:
-        assert self._http is not None
         self.requests += 1
         try:
-            answer = self._http.post("/v1/mesh/heartbeat", {"heartbeats": [e.to_wire() for e in chunk]}, timeout=timeout)
+            answer = self._client().post("/v1/mesh/heartbeat", {"heartbeats": [e.to_wire() for e in chunk]}, timeout=timeout)
         except GatewayUnreachable as exc:
             self._note_failure(str(exc))
             self._schedule_retry(None)
@@ -498,14 +506,13 @@ class Sender:
         except Exception:
             log.exception("axme_meter: intent registration could not start the HTTP client")
             return
-        assert self._http is not None
         now = time.monotonic()
         if self._down_since is not None and now - self._last_failure < INTENT_SKIP_AFTER_FAILURE:
             self._check_fail_closed(now)
             budget.check(agent, intent_id)
             return
         try:
-            answer = self._http.post("/v1/mesh/intents", {"agent": agent, "intent_id": intent_id, "labels": labels},
+            answer = self._client().post("/v1/mesh/intents", {"agent": agent, "intent_id": intent_id, "labels": labels},
                                      timeout=INTENT_TIMEOUT)
         except GatewayUnreachable as exc:
             self._note_failure(str(exc))

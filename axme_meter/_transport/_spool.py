@@ -41,6 +41,15 @@ def namespace(gateway_url: str) -> str:
     return hashlib.sha256(gateway_url.rstrip("/").encode()).hexdigest()[:16]
 
 
+def has_orphans(root: Path | None, gateway_url: str) -> bool:
+    """Cheap exit-time test: is there any spooled state (ours or a dead process's) for this gateway?"""
+    try:
+        directory = (root or default_root()) / namespace(gateway_url)
+        return any(n.startswith("proc-") and n.endswith(".json") for n in os.listdir(directory))
+    except OSError:
+        return False
+
+
 class Spool:
     """This process's slot in a spool directory. Memory-only (``writable`` False) if the disk refuses."""
 
