@@ -26,7 +26,8 @@ from ._usage import Usage
 
 __all__ = ["PriceFileError", "PriceTable", "Quote", "bundled_dir", "reload_table", "table"]
 
-_DATED = re.compile(r"^(?P<base>.+?)-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
+#: ``-YYYY-MM-DD`` (new snapshots) or ``-MMDD`` (old ones such as gpt-4-0613).
+_DATED = re.compile(r"^(?P<base>.+?)-(?:\d{4}-\d{2}-\d{2}|(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01]))$")
 _STANDARD_TIERS = frozenset({None, "", "default", "auto", "scale", "standard"})
 _DEFAULT_QUALITIES = frozenset({None, "", "auto", "standard"})
 _DAY = 86400
