@@ -29,10 +29,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "transport")]
 
-import pricing_stub  # noqa: E402  (a no-op once the real pricing engine is present)
-
-pricing_stub.ensure()
-
 import axme_meter  # noqa: E402
 from axme_meter import _guard, _transport  # noqa: E402
 from axme_meter._meter import CallRecord, meter  # noqa: E402

@@ -14,10 +14,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent.parent), str(HERE.parent), str(HERE)]
 
-import pricing_stub  # noqa: E402
-
-pricing_stub.ensure()
-
 import axme_meter  # noqa: E402
 from axme_meter import _transport  # noqa: E402
 from transport_helpers import AGENT, CountingOpenAI, chat, new_client  # noqa: E402

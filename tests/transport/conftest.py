@@ -12,10 +12,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import pricing_stub  # noqa: E402
-
-pricing_stub.ensure()
-
 import axme_meter  # noqa: E402
 from axme_meter import _config, _transport  # noqa: E402
 from axme_meter._transport import _spool  # noqa: E402
