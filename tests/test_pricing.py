@@ -383,3 +383,12 @@ def test_version_format_and_reload(tmp_path: Path) -> None:
     _config.configure(prices=write(tmp_path, HISTORY))
     assert table().version != version
 
+
+
+def test_long_context_applies_to_flex_and_batch() -> None:
+    usage = {"input_tokens": 300_000, "output_tokens": 1000}
+    # flex $1.25/$7.50 per 1M, doubled input and 1.5x output above 272k: $2.50/$11.25
+    flex = quote("gpt-5.4", service_tier="flex", **usage)
+    assert flex.breakdown == {"input": 750_000_000_000, "output": 11_250_000_000}
+    assert quote("gpt-5.4", batch=True, **usage).cost_pico == flex.cost_pico
+    assert quote("gpt-5.4", **usage).cost_pico == 2 * flex.cost_pico

@@ -93,19 +93,27 @@ def _discounted(rates: Mapping[str, int], discount: Decimal) -> dict[str, int]:
 
 def _priced_rates(period: Period, *, fine_tuned: bool, tier: str, long: bool, discount: Decimal | None) -> dict[str, int]:
     """Merge the period's base rates with its fine-tune, long-context and tier/batch sets."""
-    rates = dict(period.rates)
+    standard = dict(period.rates)
     if fine_tuned and "fine_tuned" in period.sets:
-        rates.update(period.sets["fine_tuned"])
+        standard.update(period.sets["fine_tuned"])
+    rates = dict(standard)
     if long:
         rates.update(period.long_rates)
-    if tier == "batch":
-        if "batch" in period.sets:
-            rates.update(period.sets["batch"])
-        elif discount is not None:
-            rates = _discounted(rates, discount)
-    elif tier and tier in period.sets:
-        rates.update(period.sets[tier])
+    if tier == "batch" and "batch" not in period.sets:
+        return _discounted(rates, discount) if discount is not None else rates
+    if tier in period.sets and tier != "fine_tuned":
+        tier_rates = period.sets[tier]
+        if long:  # the long-context surcharge scales the tier's own rates by the same factor
+            tier_rates = {k: _scaled(v, period.long_rates.get(k), standard.get(k)) for k, v in tier_rates.items()}
+        rates.update(tier_rates)
     return rates
+
+
+def _scaled(tier_rate: int, long_rate: int | None, standard_rate: int | None) -> int:
+    """``tier_rate * long/standard`` rounded half-even to a whole pico-dollar."""
+    if not long_rate or not standard_rate:
+        return tier_rate
+    return int((Decimal(tier_rate) * long_rate / standard_rate).to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
 class PriceTable:
