@@ -178,6 +178,8 @@ def _apply(settings: _config.Settings) -> None:
                 _sender_now().note_record()
         elif _current is not None:
             _current.poke()
+        if settings.fail_mode != "closed" or url is None:
+            budget.set_unreachable(None)  # switching to fail-open (or off the gateway) lifts a fail-closed block
         _accounting = url is not None or limits_on
         _guard.check = budget.check if _accounting else None
         _attribution.intent_registrar = _register_intent if url is not None else None
@@ -207,8 +209,11 @@ def _install_sigterm() -> None:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    """Flush from a helper thread, bounded: the interrupted main thread may hold one of our locks."""
     try:
-        _final_flush()
+        helper = threading.Thread(target=_final_flush, kwargs={"close": False}, name="axme-meter-sigterm", daemon=True)
+        helper.start()
+        helper.join(float(_config.settings.shutdown_timeout) + 1.0)
     finally:
         previous = _prev_sigterm
         if callable(previous):
@@ -218,8 +223,12 @@ def _on_sigterm(signum: int, frame: Any) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _final_flush() -> None:
-    """One bounded attempt; leftovers stay in the spool for the next process."""
+def _final_flush(close: bool = True) -> None:
+    """One bounded attempt; leftovers stay in the spool for the next process.
+
+    ``close=False`` (SIGTERM) keeps the sender running: a graceful shutdown may still make calls,
+    and they must still be checkpointed; the atexit flush closes it.
+    """
     sender = _current
     if sender is None:
         want = _want
@@ -231,8 +240,9 @@ def _final_flush() -> None:
             return  # never used and nothing left by dead processes: exit without network or imports
         sender = _sender_now()
     try:
-        timeout = float(getattr(_config.settings, "shutdown_timeout", 5.0))
-        if not sender.close(timeout=timeout, network=True):
+        timeout = float(_config.settings.shutdown_timeout)
+        delivered = sender.close(timeout=timeout, network=True) if close else sender.flush_keep_running(timeout)
+        if not delivered:
             log.warning("axme_meter: not all spend reached the gateway before exit; it stays in the spool "
                         "and the next process will send it")
     except Exception:  # pragma: no cover - exit paths must never raise

@@ -302,6 +302,10 @@ class Sender:
             self._save_locked()
         self._last_checkpoint = time.monotonic()
 
+    def flush_keep_running(self, timeout: float) -> bool:
+        """SIGTERM: deliver now but keep the sender alive (a graceful shutdown may still make calls)."""
+        return self.flush(timeout, attempts=1)
+
     def _has_data(self) -> bool:
         return bool(self._open or self._frozen or self._dirty)
 
@@ -323,21 +327,21 @@ class Sender:
             return False
         try:
             delay = 0.05
-            tries = 0
+            failures = 0
             while True:
-                tries += 1
                 ok = self._send_all(deadline=deadline, probes=False)
                 if ok and not self._open and not self._frozen and not self._dirty:
                     return True
-                if attempts is not None and tries >= attempts:
-                    return False
-                if not ok:
-                    if time.monotonic() + delay >= deadline:
+                if ok:
+                    # Progress (e.g. spend held back behind an unacknowledged entry): go again at once.
+                    if time.monotonic() >= deadline:
                         return False
-                    time.sleep(delay)
-                    delay = min(delay * 2, 1.0)
-                elif time.monotonic() >= deadline:
+                    continue
+                failures += 1
+                if (attempts is not None and failures >= attempts) or time.monotonic() + delay >= deadline:
                     return False
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
         finally:
             self._send_lock.release()
             self.checkpoint()
