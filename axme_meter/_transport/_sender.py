@@ -365,24 +365,25 @@ class Sender:
                 base[entry.agent] = base.get(entry.agent, 0) - entry.totals.cost_pico
             self._save_locked()
         self._last_checkpoint = time.monotonic()
+        chunks = [batch[i : i + MAX_BATCH] for i in range(0, len(batch), MAX_BATCH)]
         if probes:
+            # Blocked, idle agents: ask about them in a request of their own, so that a gateway
+            # that dislikes zero-cost entries can never take real spend down with them.
             now = time.time()
             present = {e.agent for e in batch}
-            batch += [probe_entry(f"hb_{self.instance}_{self._seq}_p{i}", a, now)
+            asking = [probe_entry(f"hb_{self.instance}_{self._seq}_p{i}", a, now)
                       for i, a in enumerate(budget.blocked_by_gateway()) if a not in present]
+            if asking:
+                chunks.append(asking[:MAX_BATCH])
         self._early = False
-        if not batch:
+        if not chunks:
             return True
         self._last_send = time.monotonic()
-        for start in range(0, len(batch), MAX_BATCH):
-            chunk = batch[start : start + MAX_BATCH]
-            if deadline is not None:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    return False
-            else:
-                timeout = HTTP_TIMEOUT
-            if not self._post_chunk(chunk, base, timeout):
+        for chunk in chunks:
+            timeout = HTTP_TIMEOUT if deadline is None else deadline - time.monotonic()
+            if timeout <= 0:
+                return False
+            if not self._post_chunk(chunk, base, timeout) and not chunk[0].probe:
                 return False
         self._failures = 0
         self._retry_at = 0.0
@@ -409,8 +410,14 @@ class Sender:
             self._note_success()
             return results is None or all(e.probe or e.id in results for e in chunk)
         if answer.status == 422 and results is None:
-            self._reject(chunk, f"HTTP 422: {_describe(answer)}")
             self._note_success()
+            if chunk[0].probe:
+                return True  # a zero-cost question was refused: nothing to keep
+            if len(chunk) > 1:
+                # Find the invalid entries by halving; the valid ones still get delivered.
+                half = len(chunk) // 2
+                return all([self._post_chunk(chunk[:half], base, timeout), self._post_chunk(chunk[half:], base, timeout)])
+            self._reject(chunk, f"HTTP 422: {_describe(answer)}")
             return True
         if error is not None and _is_block(error):
             # Blocked, but the gateway did not say it recorded the entries: keep them, apply the block.

@@ -7,9 +7,19 @@ Usage: ``python child_process.py <mode> [calls]``; modes: ``hang`` (make calls, 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
+
+if os.environ.get("CHILD_USER_SIGTERM"):
+    # An application handler that exists before axme_meter is imported: axme_meter must chain to it.
+    def _user_handler(signum: int, frame: object) -> None:
+        print("user handler", flush=True)
+        sys.exit(3)
+
+    signal.signal(signal.SIGTERM, _user_handler)
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent.parent), str(HERE.parent), str(HERE)]

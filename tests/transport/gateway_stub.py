@@ -41,6 +41,8 @@ class StubGateway:
         self.intent_status = 201
         self.intent_error: dict[str, Any] | None = None
         self.heartbeat_status_override: int | None = None
+        #: Answer 422 (no per-entry results) to any batch carrying an entry with this intent id.
+        self.reject_intent: str | None = None
         self.server = _QuietServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -144,6 +146,9 @@ class StubGateway:
                     mode = stub.mode
                 if mode == "down":
                     self._send(503, {"error": {"code": "unavailable", "message": "down"}})
+                    return
+                if stub.reject_intent is not None and any(e.get("intent_id") == stub.reject_intent for e in entries):
+                    self._send(422, {"error": {"code": "validation_error", "message": "heartbeats[].intent_id is invalid"}})
                     return
                 results = []
                 with stub.lock:

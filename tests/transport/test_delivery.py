@@ -187,24 +187,18 @@ def test_recovery_of_a_dead_process_file_is_idempotent(metered: StubGateway, spo
     assert not list(ns.glob("proc-*.json"))
 
 
-def test_invalid_entries_are_kept_aside_not_retried_forever(metered: StubGateway, client) -> None:
-    from axme_meter._transport._gateway_http import Answer
-
-    chat(client)
+def test_an_invalid_entry_is_set_aside_and_the_rest_delivered(metered: StubGateway, client) -> None:
+    """A 422 without per-entry results: halve the batch until the bad entry is isolated; keep it on disk."""
+    metered.reject_intent = "int_bad"
+    axme_meter.configure(heartbeat_interval=60)
+    with axme_meter.agent(AGENT):
+        for name in ("int_a", "int_bad", "int_b", "int_c"):
+            with axme_meter.intent(name):
+                chat(client)
+    assert _transport.flush(timeout=10)
+    assert metered.total_calls() == 3
+    assert {e["intent_id"] for e in metered.real_entries()} == {"int_a", "int_b", "int_c"}
     sender = _transport.current_sender()
-    sender._ensure_ready()
-
-    class Refusing:
-        """A gateway that refuses the batch as invalid (422 without per-entry results)."""
-
-        def post(self, path, body, *, timeout=None):  # noqa: ANN001
-            return Answer(422, {"error": {"code": "validation_error", "message": "metrics.cost_usd"}}, None)
-
-        def close(self) -> None:
-            pass
-
-    sender._http = Refusing()
-    assert _transport.flush(timeout=2)
     rejected = list(Path(sender.status()["spool_dir"]).glob("rejected-*.jsonl"))
-    assert rejected and "metrics.cost_usd" in rejected[0].read_text()
+    assert rejected and "int_bad" in rejected[0].read_text() and "intent_id is invalid" in rejected[0].read_text()
     assert sender.pending_entries() == 0

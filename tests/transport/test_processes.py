@@ -102,6 +102,23 @@ def test_sigterm_flushes_then_dies_by_sigterm(gw: StubGateway, spool_dir: Path) 
     assert gw.total_cost() == Decimal(priced["cost"]) == 4 * CALL
 
 
+def test_sigterm_chains_to_the_applications_own_handler(gw: StubGateway, spool_dir: Path) -> None:
+    env = _env(gw, spool_dir, interval="3600")
+    env["CHILD_USER_SIGTERM"] = "1"
+    child = subprocess.Popen([sys.executable, CHILD, "hang", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        priced = json.loads(child.stdout.readline())
+        assert child.stdout.readline().strip() == "ready"
+        child.send_signal(signal.SIGTERM)
+        out, _ = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert "user handler" in out and child.returncode == 3
+    assert gw.total_cost() == Decimal(priced["cost"]) == 2 * CALL
+
+
 def test_fork_child_sends_its_own_spend_and_never_the_parents(metered: StubGateway, client) -> None:
     axme_meter.configure(heartbeat_interval=3600)
     with axme_meter.agent(AGENT):
