@@ -12,7 +12,7 @@ import json
 import math
 import re
 import threading
-import time
+from time import time as _now
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -219,7 +219,7 @@ class PriceTable:
         found = self._resolve(model)
         if not found:
             return None
-        day = int((time.time() if at is None else at) // _DAY)
+        day = int((_now() if at is None else at) // _DAY)
         return self._build_rates(found, day, _tier_key(service_tier, batch))
 
     # -- the hot path -------------------------------------------------------------------------
@@ -238,7 +238,7 @@ class PriceTable:
             found = self._resolve(model)
         if found is None:
             return Quote(0, model, False, {}, self.version, f"unknown model {model!r}")
-        day = int((time.time() if at is None else at) // _DAY)
+        day = int((_now() if at is None else at) // _DAY)
         tier = "batch" if batch else ("" if service_tier in _STANDARD_TIERS else _tier_key(service_tier, False))
         key = (model, day, tier)
         rates = self._rates.get(key)
