@@ -392,3 +392,10 @@ def test_long_context_applies_to_flex_and_batch() -> None:
     assert flex.breakdown == {"input": 750_000_000_000, "output": 11_250_000_000}
     assert quote("gpt-5.4", batch=True, **usage).cost_pico == flex.cost_pico
     assert quote("gpt-5.4", **usage).cost_pico == 2 * flex.cost_pico
+
+
+def test_batch_discount_must_give_exact_rates(tmp_path: Path) -> None:
+    body = '[meta]\nbatch_discount = "0.5"\n[[models]]\nid = "odd"\n[[models.prices]]\neffective = "2026-01-01"\ninput = "0.000001"\n'
+    _config.configure(prices=write(tmp_path, body))
+    with pytest.raises(ValueError, match=r"'odd'.*batch_discount.*whole"):
+        table()

@@ -243,4 +243,16 @@ def parse_file(path: Path) -> PriceFile:
     if not isinstance(models, list):
         raise _err(origin, None, "models", "expected [[models]] entries", "write each model as a [[models]] table")
     entries = [parse_entry(m, origin, discount, checked) for m in models]
+    if discount is not None:
+        for entry in entries:
+            _check_discount(entry, discount, origin)
     return PriceFile(origin, str(meta.get("provider", path.stem)), checked, entries, raw_bytes)
+
+
+def _check_discount(entry: Entry, discount: Decimal, origin: str) -> None:
+    """Batch prices derived from ``batch_discount`` must also be whole pico-dollars per token."""
+    for i, period in enumerate(entry.periods):
+        if "batch" in period.sets:
+            continue
+        for name, rate in list(period.rates.items()) + list(period.long_rates.items()):
+            _exact(Decimal(rate) * discount, origin, entry.id, f"prices[{i}].{name} x meta.batch_discount", "token")
