@@ -338,9 +338,11 @@ class Sender:
                         return False
                     continue
                 failures += 1
-                if (attempts is not None and failures >= attempts) or time.monotonic() + delay >= deadline:
+                # Short backoff of our own, but never sooner than the server's Retry-After.
+                wait = max(delay, self._retry_at - time.monotonic()) if self._retry_at else delay
+                if (attempts is not None and failures >= attempts) or time.monotonic() + wait >= deadline:
                     return False
-                time.sleep(delay)
+                time.sleep(wait)
                 delay = min(delay * 2, 1.0)
         finally:
             self._send_lock.release()

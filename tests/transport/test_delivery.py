@@ -202,3 +202,50 @@ def test_an_invalid_entry_is_set_aside_and_the_rest_delivered(metered: StubGatew
     rejected = list(Path(sender.status()["spool_dir"]).glob("rejected-*.jsonl"))
     assert rejected and "int_bad" in rejected[0].read_text() and "intent_id is invalid" in rejected[0].read_text()
     assert sender.pending_entries() == 0
+
+
+def test_threaded_callers_deliver_exactly_what_they_spent(metered: StubGateway, client) -> None:
+    import threading
+
+    axme_meter.configure(heartbeat_interval=0.05)
+
+    def work(n: int) -> None:
+        with axme_meter.agent(f"agent://acme/prod/worker{n % 3}"):
+            for i in range(40):
+                with axme_meter.intent(f"int_{i % 4}"):
+                    chat(client)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _transport.flush(timeout=15)
+    assert metered.total_calls() == 320
+    assert metered.total_cost() == axme_meter.spend().cost_usd
+    ids = [e["id"] for e in metered.real_entries()]
+    assert len(ids) == len(set(ids))
+
+
+def test_rate_limited_heartbeat_honours_retry_after(metered: StubGateway, client) -> None:
+    import time
+
+    from axme_meter._transport._gateway_http import Answer
+
+    chat(client)
+    sender = _transport.current_sender()
+
+    class RateLimited:
+        def post(self, path, body, *, timeout=None):  # noqa: ANN001
+            return Answer(429, {"error": {"code": "rate_limited", "message": "120 requests per minute"}}, 30.0)
+
+        def close(self) -> None:
+            pass
+
+    sender._http = RateLimited()
+    before = sender.requests
+    assert not _transport.flush(timeout=5)
+    assert sender.requests == before + 1  # flush gave up instead of retrying inside the Retry-After window
+    assert sender._retry_at - time.monotonic() > 20  # waits as told (capped at 60 s), not hammering
+    assert sender.pending_entries() == 1  # kept
+    assert _transport.blocked_agents() == []  # a rate limit is not a budget block
