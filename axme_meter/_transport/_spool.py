@@ -68,8 +68,15 @@ class Spool:
 
         try:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            for _ in range(3):
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # Another process may have swept our brand-new lock file as stale before we locked it.
+                if os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino:
+                    break
+                os.close(fd)
+            else:
+                raise OSError(errno.EBUSY, "could not hold a lock file in the spool directory")
             self._lock_fd = fd
             probe = self.dir / f".probe-{self.instance}"
             probe.write_bytes(b"")
@@ -124,8 +131,16 @@ class Spool:
             names = os.listdir(self.dir)
         except OSError:
             return found
+        present = set(names)
         for name in names:
-            if not (name.startswith("proc-") and name.endswith(".json")) or name == self.state_path.name:
+            if not name.startswith("proc-") or name in (self.state_path.name, self.lock_path.name):
+                continue
+            if name.endswith(".lock"):
+                stem = name[: -len(".lock")]
+                if stem + ".json" not in present:
+                    self._remove_stale_lock(self.dir / name)  # a process that died with nothing unsent
+                continue
+            if not name.endswith(".json"):
                 continue
             state = self.dir / name
             lock = self.dir / (name[: -len(".json")] + ".lock")
@@ -142,6 +157,28 @@ class Spool:
                 continue  # its owner is alive
             found.append((state, lock, fd))
         return found
+
+    @staticmethod
+    def _remove_stale_lock(lock: Path) -> None:
+        """Delete a dead process's lock file (and any half-written tmp); a live owner keeps its lock."""
+        import fcntl
+
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return
+        try:
+            lock.unlink(missing_ok=True)
+            lock.with_name(lock.name[: -len(".lock")] + ".json.tmp").unlink(missing_ok=True)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     @staticmethod
     def read(state: Path) -> list[dict[str, Any]]:
@@ -166,6 +203,7 @@ class Spool:
         for state, lock, fd in orphans:
             try:
                 state.unlink(missing_ok=True)
+                state.with_name(state.name + ".tmp").unlink(missing_ok=True)
                 lock.unlink(missing_ok=True)
             except OSError:
                 pass

@@ -249,3 +249,14 @@ def test_rate_limited_heartbeat_honours_retry_after(metered: StubGateway, client
     assert sender._retry_at - time.monotonic() > 20  # waits as told (capped at 60 s), not hammering
     assert sender.pending_entries() == 1  # kept
     assert _transport.blocked_agents() == []  # a rate limit is not a budget block
+
+
+def test_dead_processes_leave_no_lock_litter(metered: StubGateway, spool_dir: Path) -> None:
+    from axme_meter._transport._spool import namespace
+
+    ns = spool_dir / namespace(metered.url)
+    ns.mkdir(parents=True)
+    (ns / "proc-0000dead0001.lock").write_text("")
+    (ns / "proc-0000dead0001.json.tmp").write_text("{half")
+    assert _transport.flush(timeout=5)
+    assert sorted(p.name for p in ns.iterdir()) == [f"proc-{_sender().instance}.lock"]
