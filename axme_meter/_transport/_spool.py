@@ -72,8 +72,11 @@ class Spool:
                 fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 # Another process may have swept our brand-new lock file as stale before we locked it.
-                if os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino:
-                    break
+                try:
+                    if os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino:
+                        break
+                except FileNotFoundError:
+                    pass
                 os.close(fd)
             else:
                 raise OSError(errno.EBUSY, "could not hold a lock file in the spool directory")
