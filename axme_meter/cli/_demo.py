@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--budget", type=_positive_decimal, metavar="USD",
                         help="the policy's max cost per day (default 2, or 0.05 with --real)")
     parser.add_argument("--speed", type=_positive_float, default=10.0, metavar="X",
-                        help="time scale: simulated calls take 1/X s and heartbeats go every 15/X s (default 10)")
+                        help="time scale: a simulated call takes 0.6/X s and heartbeats go every 15/X s (default 10)")
     parser.add_argument("--real", action="store_true",
                         help="call the real OpenAI API with OPENAI_API_KEY (spends real money, up to about --budget)")
     parser.add_argument("--keep", action="store_true", help="leave the gateway running afterwards (prints its admin key)")

@@ -32,6 +32,10 @@ from ._story import RESEARCH_AGENT, TRIAGE_AGENT, Models, make_tickets, open_tic
 from ._view import GatewayView, render, usd
 
 
+#: Model time of one simulated call before --speed divides it (short gpt-4o answers take ~0.5-2 s).
+CALL_SECONDS = 0.6
+
+
 @dataclass(slots=True)
 class DemoOptions:
     budget: Decimal | None = None  # default: $2 simulated, $0.05 with --real
@@ -200,8 +204,8 @@ def _run_with_gateway(
         else:
             from ._simulator import Simulator, SimulatorConfig
 
-            simulator = Simulator(SimulatorConfig(seed=options.seed, latency=1.0 / options.speed,
-                                                  completion_tokens=(120, 360), tokens_per_chunk=3)).start()
+            simulator = Simulator(SimulatorConfig(seed=options.seed, latency=CALL_SECONDS / options.speed,
+                                                  completion_tokens=(120, 360), tokens_per_chunk=6)).start()
             client = axme_meter.OpenAI(base_url=simulator.base_url, api_key="sk-simulator", max_retries=0)
             models = Models()
             console.print(f"[bold]openai[/]  simulator at {simulator.base_url} (gpt-4o usage, {options.speed:g}x speed)")
