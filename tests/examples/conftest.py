@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +11,7 @@ import pytest
 pytest.importorskip("uvicorn", reason="the examples run against the simulator, which needs the 'gateway' extra")
 
 from axme_meter.demo._simulator import Simulator, SimulatorConfig  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
+from examples_support import ROOT  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +32,3 @@ def example_env(simulator: Simulator, tmp_path: Path) -> dict[str, str]:
     )
     return env
 
-
-def run_example(name: str, *args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    path = EXAMPLES / name
-    command = ["bash", str(path), *args] if name.endswith(".sh") else [sys.executable, str(path), *args]
-    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
