@@ -13,7 +13,7 @@ from axme_meter import _guard, _transport
 from axme_meter._transport import _budget
 from axme_meter._transport._wire import BlockError
 from gateway_stub import StubGateway
-from transport_helpers import AGENT, MODEL, CountingOpenAI, chat, wait_for
+from transport_helpers import AGENT, CountingOpenAI, chat, wait_for
 
 CALL = Decimal("0.0075")  # one mocked call: 1000 in + 500 out tokens of gpt-4o-2024-08-06
 
@@ -230,4 +230,3 @@ def test_message_names_agent_policy_and_amounts() -> None:
     block = _budget.Block(_budget.GATEWAY, "max_cost_per_day_usd", 50 * 10**12, 50_120_000_000_000, None)
     err = block.error(AGENT, "int_1")
     assert str(err) == f"{AGENT} is over max_cost_per_day_usd: spent $50.12 of $50.00"
-    assert MODEL  # keep the shared constant import honest

@@ -20,7 +20,7 @@ import axme_meter
 from axme_meter import _config, _transport
 from axme_meter._transport._gateway_http import InsecureGatewayURL
 from gateway_stub import StubGateway
-from transport_helpers import AGENT, API_KEY, MODEL, CountingOpenAI, chat, wait_for
+from transport_helpers import AGENT, API_KEY, MODEL, CountingOpenAI, chat
 
 CHILD = str(Path(__file__).with_name("child_process.py"))
 CALL = Decimal("0.0075")
