@@ -22,10 +22,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def run_demo(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, object]]:
+def run_demo(tmp_path: Path, *args: str, extra_env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], dict[str, object]]:
     out = tmp_path / "summary.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AXME_", "OPENAI_"))}
     env["AXME_METER_SPOOL_DIR"] = str(tmp_path / "spool")
+    env.update(extra_env or {})
     done = subprocess.run(
         [sys.executable, "-m", "axme_meter", "demo", "--json", str(out), *args],
         env=env, capture_output=True, text=True, timeout=300,
@@ -59,3 +60,23 @@ def test_demo_blocks_the_runaway_loop_and_summarises(tmp_path: Path) -> None:
 def test_demo_rejects_bad_flags(tmp_path: Path) -> None:
     done, _ = run_demo(tmp_path, "--budget", "-1")
     assert done.returncode == 2 and "positive amount" in done.stderr
+
+
+def test_real_mode_uses_the_openai_settings_from_the_environment(tmp_path: Path) -> None:
+    """--real talks to whatever OPENAI_BASE_URL says; here that is a simulator, so no money and no network."""
+    from axme_meter.demo._simulator import Simulator, SimulatorConfig
+
+    with Simulator(SimulatorConfig(seed=5)) as sim:
+        env = {"OPENAI_BASE_URL": sim.base_url, "OPENAI_API_KEY": "sk-not-real"}
+        done, summary = run_demo(tmp_path, "--real", "--budget", "0.05", "--max-seconds", "120", extra_env=env)
+        served = sim.stats
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert summary["blocked"] is True and summary["budget_usd"] == "0.05"
+    assert summary["upstream_requests"] is None  # the demo did not start its own simulator
+    assert served.requests == summary["research_calls"] + summary["triage_calls"]  # type: ignore[operator]
+    assert served.billed_completion_tokens <= 64 * served.requests  # --real caps max_tokens to keep a real bill small
+
+
+def test_real_mode_without_a_key_says_so(tmp_path: Path) -> None:
+    done, _ = run_demo(tmp_path, "--real")
+    assert done.returncode != 0 and "OPENAI_API_KEY" in done.stderr
