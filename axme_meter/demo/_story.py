@@ -77,6 +77,7 @@ class Models:
 
 def triage(client: openai.OpenAI, ticket: Ticket, models: Models) -> str:
     """One cheap classification call under the triage agent (no policy on it)."""
+    extra = {"max_tokens": 5} if models.max_tokens else {}
     with axme_meter.agent(TRIAGE_AGENT):
         reply = client.chat.completions.create(
             model=models.triage,
@@ -84,7 +85,7 @@ def triage(client: openai.OpenAI, ticket: Ticket, models: Models) -> str:
                 {"role": "system", "content": "Classify the ticket as billing, account, shipping or bug. One word."},
                 {"role": "user", "content": f"{ticket.subject}\n{ticket.body}"},
             ],
-            max_tokens=5 if models.max_tokens else None,
+            **extra,
         )
     return reply.choices[0].message.content or ""
 
