@@ -1,0 +1,35 @@
+"""``axme-meter gateway``: run the self-hosted gateway under uvicorn (needs the ``gateway`` extra)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("gateway", help="run the self-hosted AXME-compatible gateway",
+                                   description="Run the gateway (heartbeat ingest, cost policies, enforcement, alerts).")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8787, help="port (default 8787)")
+    parser.add_argument("--db", default=None, help="database URL: sqlite:///path or postgresql://… (default: a SQLite file in the user data dir)")
+    parser.add_argument("--smtp-url", default=None, help="SMTP server for email alerts, e.g. smtp://127.0.0.1:25 (env AXME_GATEWAY_SMTP_URL)")
+    parser.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from ..gateway import Settings, create_app
+    except ModuleNotFoundError as exc:
+        print(f"axme-meter gateway needs the 'gateway' extra ({exc.name} is missing): pip install 'axme_meter[gateway]'", file=sys.stderr)
+        return 2
+    settings = Settings.from_env(args.db or os.environ.get("AXME_GATEWAY_DB"), smtp_url=args.smtp_url)
+    app = create_app(settings)
+    print(f"axme-meter gateway listening on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                timeout_graceful_shutdown=5)
+    return 0

@@ -1,0 +1,43 @@
+"""Gateway settings: one frozen object built from CLI flags and environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def default_db_url() -> str:
+    """A SQLite file in the per-user data dir: zero configuration for the embedded gateway."""
+    import platformdirs
+
+    directory = Path(platformdirs.user_data_dir("axme_meter"))
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{directory / 'gateway.sqlite3'}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    db_url: str
+    admin_key: str | None = None
+    clock_file: str | None = None
+    smtp_url: str | None = None
+    smtp_from: str = "axme-meter@localhost"
+    max_body_bytes: int = MAX_BODY_BYTES
+    alert_retries: int = 4
+    alert_backoff: float = 0.5
+
+    @classmethod
+    def from_env(cls, db_url: str | None = None, **overrides: object) -> Settings:
+        env = os.environ
+        values: dict[str, object] = {
+            "db_url": db_url or env.get("AXME_GATEWAY_DB") or default_db_url(),
+            "admin_key": env.get("AXME_GATEWAY_ADMIN_KEY") or None,
+            "clock_file": env.get("AXME_GATEWAY_CLOCK_FILE") or None,
+            "smtp_url": env.get("AXME_GATEWAY_SMTP_URL") or None,
+            "smtp_from": env.get("AXME_GATEWAY_SMTP_FROM") or "axme-meter@localhost",
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,181 @@
+"""Engine and schema: tables (SQLAlchemy Core), SQLite/PostgreSQL setup, automatic migration.
+
+Money columns are BIGINT pico-dollars: exact on both backends (SQLite has no exact
+NUMERIC) and summed with plain integer arithmetic in ``ON CONFLICT DO UPDATE``.
+Schema creation runs under ``pg_advisory_xact_lock`` on PostgreSQL and inside a
+``BEGIN IMMEDIATE`` on SQLite, so two replicas starting together never race, and a
+``schema_version`` row records what was applied.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    select,
+    text,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
+
+SCHEMA_VERSION = 1
+#: Arbitrary constant naming this app's advisory lock on PostgreSQL.
+_MIGRATION_LOCK = 0x41584D45  # "AXME"
+
+metadata = MetaData()
+
+schema_version = Table("axme_schema_version", metadata, Column("version", Integer, primary_key=True))
+
+api_keys = Table(
+    "axme_api_keys",
+    metadata,
+    Column("key_hash", String(64), primary_key=True),
+    Column("prefix", String(16), nullable=False),
+    Column("org", String(128), nullable=False),
+    Column("is_admin", Boolean, nullable=False),
+    Column("agent", String(400)),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+agents = Table(
+    "axme_agents",
+    metadata,
+    Column("address_id", String(40), primary_key=True),
+    Column("address", String(400), nullable=False, unique=True),
+    Column("org", String(128), nullable=False, index=True),
+    # active | paused | killed (blocked is derived from policies, never stored)
+    Column("state", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_heartbeat_at", BigInteger),
+    Column("policy", Text),  # CostPolicy JSON, money in pico-dollars
+    Column("policy_updated_at", BigInteger),
+)
+
+entries = Table(
+    "axme_entries",
+    metadata,
+    Column("org", String(128), primary_key=True),
+    Column("entry_id", String(200), primary_key=True),
+    Column("address_id", String(40), nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+)
+
+counters = Table(
+    "axme_counters",
+    metadata,
+    Column("address_id", String(40), primary_key=True),
+    Column("window", String(8), primary_key=True),  # hour | day | week | month
+    Column("start", BigInteger, primary_key=True),  # epoch seconds, window start in the agent's timezone
+    Column("dim", String(8), primary_key=True),  # total | intent | model
+    Column("key", String(200), primary_key=True),  # '' for total
+    Column("cost_pico", BigInteger, nullable=False),
+    Column("llm_calls", BigInteger, nullable=False),
+    Column("tokens_in", BigInteger, nullable=False),
+    Column("tokens_out", BigInteger, nullable=False),
+    Column("heartbeats", BigInteger, nullable=False),
+    Column("intents", BigInteger, nullable=False),
+)
+
+intents = Table(
+    "axme_intents",
+    metadata,
+    Column("org", String(128), primary_key=True),
+    Column("intent_id", String(200), primary_key=True),
+    Column("address_id", String(40), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_seen_at", BigInteger, nullable=False),
+    Column("labels", Text),
+    Column("cost_pico", BigInteger, nullable=False),
+    Column("llm_calls", BigInteger, nullable=False),
+    Column("tokens_in", BigInteger, nullable=False),
+    Column("tokens_out", BigInteger, nullable=False),
+)
+
+events = Table(
+    "axme_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("org", String(128), nullable=False),
+    Column("address_id", String(40)),
+    Column("type", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("data", Text, nullable=False),
+    Index("ix_axme_events_org_id", "org", "id"),
+)
+
+#: One row per (agent, policy, window, threshold): inserting it claims the right to send that alert.
+alert_claims = Table(
+    "axme_alert_claims",
+    metadata,
+    Column("address_id", String(40), primary_key=True),
+    Column("policy", String(64), primary_key=True),
+    Column("window_start", BigInteger, primary_key=True),
+    Column("threshold", String(16), primary_key=True),
+    Column("claimed_at", BigInteger, nullable=False),
+)
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 here; ``sqlite:///path`` and ``postgresql+psycopg://`` pass through."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def make_engine(url: str, *, pool_size: int = 8) -> Engine:
+    """An engine with per-backend settings (SQLite: WAL, busy timeout, IMMEDIATE write transactions)."""
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, poolclass=NullPool)
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """pysqlite's own transaction handling defers the write lock, which turns concurrent writers into
+    "database is locked" errors the busy timeout cannot retry; take control and BEGIN IMMEDIATE for writes."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("axme_write") else "BEGIN")
+
+
+def write_conn(engine: Engine) -> Connection:
+    """A connection whose transactions take the write lock up front (SQLite) — use for every write."""
+    return engine.connect().execution_options(axme_write=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Create or upgrade the schema; safe when several replicas start at once."""
+    with write_conn(engine) as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+        metadata.create_all(conn, checkfirst=True)
+        current = conn.execute(select(schema_version.c.version)).scalar()
+        if current is None:
+            conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+        elif current < SCHEMA_VERSION:  # future migrations go here, one step per version
+            conn.execute(schema_version.update().values(version=SCHEMA_VERSION))

@@ -1,0 +1,217 @@
+"""Heartbeat ingest and intent registration: the two write paths clients hit every interval.
+
+One database transaction per request: entry ids are recorded (replays become
+"duplicate" and change nothing), counters are upserted for every window, the
+agents' policies are evaluated on the fresh totals, ``pause`` transitions and
+alert claims are written. Alerts are handed to the dispatcher only after commit.
+PostgreSQL deadlock / serialization failures retry the whole transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from . import _store
+from ._alerts import Alert
+from ._auth import Principal
+from ._db import write_conn
+from ._errors import ApiError
+from ._policies import AgentStatus, PolicyStatus, intent_refusal, usd
+from ._queries import load_status, parse_policy
+from ._schemas import HeartbeatEntry, IntentCreate
+from ._windows import window_starts
+
+T = TypeVar("T")
+_RETRYABLE = ("40P01", "40001")  # deadlock_detected, serialization_failure
+
+
+@dataclass(slots=True)
+class IngestResult:
+    results: list[dict[str, Any]]
+    statuses: dict[str, AgentStatus]
+    alerts: list[Alert] = field(default_factory=list)
+
+
+def in_transaction(engine: Engine, work: Callable[[Connection], T], attempts: int = 6) -> T:
+    """Run ``work`` in one write transaction, retrying on PostgreSQL deadlocks/serialization failures."""
+    for attempt in range(attempts):
+        try:
+            with write_conn(engine) as conn, conn.begin():
+                return work(conn)
+        except DBAPIError as exc:
+            code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+            if code not in _RETRYABLE or attempt == attempts - 1:
+                raise
+            time.sleep(0.01 * (attempt + 1) + secrets.randbelow(20) / 1000)
+    raise AssertionError("unreachable")
+
+
+def resolve_agents(principal: Principal, entries: Sequence[HeartbeatEntry], prefix: str) -> list[str]:
+    """The agent of every entry (the key's bound agent when absent), refusing foreign agents."""
+    addresses: list[str] = []
+    for i, entry in enumerate(entries):
+        address = entry.agent or principal.agent
+        if address is None:
+            raise ApiError(422, "validation_error", f"{prefix}{i}.agent: required (this key is not bound to an agent)",
+                           {"field": f"{prefix}{i}.agent"})
+        if not principal.can_write_agent(address):
+            raise ApiError(403, "forbidden", f"this key may not write heartbeats for {address}", {"field": f"{prefix}{i}.agent"})
+        addresses.append(address)
+    return addresses
+
+
+def ingest(engine: Engine, principal: Principal, entries: Sequence[HeartbeatEntry], addresses: Sequence[str], now: datetime) -> IngestResult:
+    ids = [e.id or f"gen_{secrets.token_hex(12)}" for e in entries]
+    return in_transaction(engine, lambda conn: _ingest_tx(conn, entries, addresses, ids, now))
+
+
+def _ingest_tx(conn: Connection, entries: Sequence[HeartbeatEntry], addresses: Sequence[str], ids: Sequence[str], now: datetime) -> IngestResult:
+    ts = int(now.timestamp())
+    _store.ensure_agents(conn, addresses, ts)
+    rows = _store.load_agents(conn, (_store.address_id(a) for a in addresses))
+    first: dict[tuple[str, str], int] = {}
+    for i, (entry_id, address) in enumerate(zip(ids, addresses)):
+        first.setdefault((_store.org_of(address), entry_id), i)
+    by_org: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for (org, entry_id), i in first.items():
+        by_org[org].append((entry_id, _store.address_id(addresses[i])))
+    fresh: set[int] = set()
+    for org, pairs in sorted(by_org.items()):
+        for entry_id in _store.record_entries(conn, org, pairs, ts):
+            fresh.add(first[(org, entry_id)])
+    alerts = _book(conn, [(entries[i], addresses[i]) for i in sorted(fresh)], rows, now, ts)
+    _store.touch_agents(conn, rows.keys(), ts)
+    statuses: dict[str, AgentStatus] = {}
+    for address in dict.fromkeys(addresses):
+        aid = _store.address_id(address)
+        intents_here = {e.intent_id for e, a in zip(entries, addresses) if a == address and e.intent_id}
+        statuses[address] = load_status(conn, rows[aid], now, intents_here)
+        alerts.extend(after_evaluation(conn, rows[aid], statuses[address], ts))
+    results = [
+        {"id": entry_id, "status": "recorded" if i in fresh else "duplicate", "error": None} for i, entry_id in enumerate(ids)
+    ]
+    return IngestResult(results, statuses, alerts)
+
+
+def _book(conn: Connection, booked: Sequence[tuple[HeartbeatEntry, str]], rows: Mapping[str, Mapping[str, Any]], now: datetime, ts: int) -> list[Alert]:
+    """Add the new entries to counters and intents (aggregated in memory first: one upsert per row)."""
+    deltas: dict[_store.CounterKey, list[int]] = defaultdict(lambda: [0] * len(_store.COUNTER_FIELDS))
+    intent_deltas: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    starts_cache: dict[str, dict[str, int]] = {}
+    for entry, address in booked:
+        aid = _store.address_id(address)
+        starts = starts_cache.get(aid)
+        if starts is None:
+            policy = parse_policy(rows[aid]["policy"])
+            starts = starts_cache[aid] = window_starts(now, policy.timezone if policy else None)
+        m = entry.metrics
+        values = (m.cost_usd, m.llm_calls, m.tokens_in, m.tokens_out)
+        for window, start in starts.items():
+            _add(deltas[(aid, window, start, "total", "")], (*values, 1, 0))
+            if entry.intent_id:
+                _add(deltas[(aid, window, start, "intent", entry.intent_id)], (*values, 1, 0))
+            for model, mm in entry.by_model.items():
+                _add(deltas[(aid, window, start, "model", model)], (mm.cost_usd, mm.llm_calls, mm.tokens_in, mm.tokens_out, 1, 0))
+        if entry.intent_id:
+            _add(intent_deltas[(_store.org_of(address), entry.intent_id, aid)], values)  # type: ignore[index]
+    for (org, intent_id, aid), values in sorted(intent_deltas.items()):  # type: ignore[misc]
+        if _store.register_intent(conn, org, intent_id, aid, None, ts):
+            for window, start in starts_cache[aid].items():
+                deltas[(aid, window, start, "total", "")][5] += 1
+        _store.add_intent_costs(conn, org, {intent_id: values}, ts)
+    _store.add_counters(conn, deltas)
+    return []
+
+
+def _add(target: list[int], values: Sequence[int]) -> None:
+    for i, v in enumerate(values):
+        target[i] += v
+
+
+def after_evaluation(conn: Connection, row: Mapping[str, Any], status: AgentStatus, ts: int) -> list[Alert]:
+    """Side effects of a fresh evaluation: ``pause`` on breach, breach events and threshold alerts (claimed once)."""
+    policy = parse_policy(row["policy"])
+    if policy is None:
+        return []
+    org, aid = row["org"], row["address_id"]
+    if status.breach is not None and policy.action_on_breach == "pause" and status.state == "active":
+        if _store.set_state(conn, aid, "paused") == "active":
+            _store.add_event(conn, org, aid, "agent.paused", {"agent": row["address"], "reason": status.breach.name, "by": "policy"}, ts)
+        status.state = "paused"
+    alerts: list[Alert] = []
+    for p in status.policies:
+        if p.kind != "usd" or p.window_start is None:
+            continue
+        start = int(p.window_start.timestamp())
+        if p.breached and _store.claim_alert(conn, aid, p.name, start, "breach", ts):
+            kind = {"block": "agent.blocked", "pause": "agent.paused_by_policy", "notify": "policy.breached"}[policy.action_on_breach]
+            _store.add_event(conn, org, aid, kind, _policy_data(row["address"], p), ts)
+        for threshold in policy.alert_thresholds:
+            if p.spent * 1_000_000 >= p.limit * round(threshold * 1_000_000):
+                key = f"{threshold:g}"
+                if _store.claim_alert(conn, aid, p.name, start, key, ts):
+                    data = {**_policy_data(row["address"], p), "threshold": key}
+                    _store.add_event(conn, org, aid, "alert.triggered", data, ts)
+                    alerts.append(Alert(org, aid, row["address"], p.name, key, usd(p.limit), usd(p.spent), data["resets_at"],
+                                        json.loads(json.dumps(policy.notify.model_dump()))))
+    return alerts
+
+
+def _policy_data(address: str, p: PolicyStatus) -> dict[str, Any]:
+    wire = p.to_wire()
+    return {"agent": address, "policy": p.name, "limit": wire["limit"], "spent": wire["spent"], "resets_at": wire["resets_at"],
+            "window": p.window}
+
+
+@dataclass(slots=True)
+class IntentOutcome:
+    intent_id: str
+    created: bool
+    status: AgentStatus
+    refusal: PolicyStatus | None
+    alerts: list[Alert]
+
+
+def register_intent(engine: Engine, principal: Principal, body: IntentCreate, now: datetime) -> IntentOutcome:
+    """Check the agent's policies and, when allowed, record the intent (counted once per id)."""
+    address = body.agent or principal.agent
+    if address is None:
+        raise ApiError(422, "validation_error", "agent: required (this key is not bound to an agent)", {"field": "agent"})
+    if not principal.can_write_agent(address):
+        raise ApiError(403, "forbidden", f"this key may not register intents for {address}", {"field": "agent"})
+    intent_id = body.intent_id or f"int_{secrets.token_hex(8)}"
+    return in_transaction(engine, lambda conn: _intent_tx(conn, address, intent_id, body.labels, now))
+
+
+def _intent_tx(conn: Connection, address: str, intent_id: str, labels: Mapping[str, str], now: datetime) -> IntentOutcome:
+    ts = int(now.timestamp())
+    aid = _store.address_id(address)
+    _store.ensure_agents(conn, [address], ts)
+    row = _store.load_agents(conn, [aid])[aid]
+    status = load_status(conn, row, now, {intent_id})
+    policy = parse_policy(row["policy"])
+    known = intent_id in _store.intent_costs(conn, _store.org_of(address), [intent_id])
+    refusal = None
+    if status.state in ("active", "blocked"):
+        refusal = intent_refusal(status, policy, intent_id)
+        if refusal is not None and refusal.kind == "intents" and known:
+            refusal = None  # re-registering an existing intent does not start new work
+    if status.state != "active" or refusal is not None:
+        return IntentOutcome(intent_id, False, status, refusal, [])
+    created = _store.register_intent(conn, _store.org_of(address), intent_id, aid, labels, ts)
+    if created:
+        starts = window_starts(now, policy.timezone if policy else None)
+        _store.add_counters(conn, {(aid, w, s, "total", ""): (0, 0, 0, 0, 0, 1) for w, s in starts.items()})
+        status = load_status(conn, row, now, {intent_id})
+    return IntentOutcome(intent_id, created, status, None, after_evaluation(conn, row, status, ts))

@@ -1,0 +1,67 @@
+"""``GET /openapi.json``, assembled from the pydantic wire models (used by the schemathesis fuzz test)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from ._schemas import CostPolicy, HeartbeatBatch, HeartbeatEntry, IntentCreate
+
+_ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_AGENT_PARAM = {"name": "address_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+_KEY = [{"apiKey": []}]
+
+
+def _op(summary: str, *, body: str | dict[str, Any] | None = None, params: list[dict[str, Any]] | None = None,
+        ok: str = "200") -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "security": _KEY, "parameters": params or [],
+                          "responses": {ok: {"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}},
+                                        "4XX": _ERROR}}
+    if body is not None:
+        schema = {"$ref": f"#/components/schemas/{body}"} if isinstance(body, str) else body
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+    return op
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    _, defs = models_json_schema(
+        [(m, "validation") for m in (HeartbeatEntry, HeartbeatBatch, IntentCreate, CostPolicy)],
+        ref_template="#/components/schemas/{model}",
+    )
+    schemas: dict[str, Any] = dict(defs.get("$defs", {}))
+    schemas["Error"] = {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["code", "message"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "object"}}}}}
+    window = {"name": "window", "in": "query", "required": False, "schema": {"type": "string", "enum": ["hour", "day", "week", "month"]}}
+    agent = "/v1/mesh/agents/{address_id}"
+    heartbeat_body = {"anyOf": [{"$ref": "#/components/schemas/HeartbeatEntry"}, {"$ref": "#/components/schemas/HeartbeatBatch"}]}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "axme_meter gateway", "version": "1"},
+        "components": {"schemas": schemas, "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}}},
+        "paths": {
+            "/v1/mesh/heartbeat": {"post": _op("Report spend", body=heartbeat_body)},
+            "/v1/mesh/intents": {"post": _op("Register an intent", body="IntentCreate", ok="201")},
+            "/v1/mesh/intents/{intent_id}": {"get": _op("Intent cost", params=[{**_AGENT_PARAM, "name": "intent_id"}])},
+            "/v1/mesh/agents": {"get": _op("List agents", params=[window])},
+            agent: {"get": _op("Agent detail", params=[_AGENT_PARAM])},
+            f"{agent}/costs": {"get": _op("Agent costs", params=[_AGENT_PARAM, window,
+                {"name": "from", "in": "query", "required": False, "schema": {"type": "string"}},
+                {"name": "to", "in": "query", "required": False, "schema": {"type": "string"}}])},
+            f"{agent}/policies/cost": {
+                "put": _op("Set cost policy", body="CostPolicy", params=[_AGENT_PARAM]),
+                "get": _op("Get cost policy", params=[_AGENT_PARAM]),
+                "delete": _op("Delete cost policy", params=[_AGENT_PARAM]),
+            },
+            f"{agent}/pause": {"post": _op("Pause", params=[_AGENT_PARAM])},
+            f"{agent}/resume": {"post": _op("Resume", params=[_AGENT_PARAM])},
+            f"{agent}/kill": {"post": _op("Kill", params=[_AGENT_PARAM])},
+            "/v1/mesh/events": {"get": _op("Events", params=[
+                {"name": "agent", "in": "query", "required": False, "schema": {"type": "string"}},
+                {"name": "after_id", "in": "query", "required": False, "schema": {"type": "integer"}},
+                {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer"}}])},
+        },
+    }

@@ -1,0 +1,183 @@
+"""The wire schema (pydantic v2): heartbeat entries and batches, intents, cost policies.
+
+Every model forbids unknown fields so a typo is a 422 naming the field, not a
+silently ignored limit. Money arrives as a decimal string or a JSON number and is
+validated here (finite, >= 0, at most $10,000 per entry) and turned into int
+pico-dollars, the only money type inside the gateway (see ``axme_meter._money``).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+
+from .._attribution import validate_address
+from .._money import from_usd
+from ._windows import zone
+
+MAX_BATCH = 1000
+MAX_ENTRY_USD = Decimal(10_000)
+MAX_POLICY_USD = Decimal(10**9)
+MAX_COUNT = 10**12
+_ID = r"^[^\x00-\x1f\x7f]+$"
+
+
+def _money(limit: Decimal, *, positive: bool = False) -> Any:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
+            raise ValueError("must be a decimal string such as \"0.03\" or a JSON number")
+        if isinstance(value, str) and len(value) > 64:
+            raise ValueError("must be a decimal string of at most 64 characters")
+        try:
+            amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value).strip())
+        except InvalidOperation:
+            raise ValueError(f"must be a decimal number such as \"0.03\", got {value!r}") from None
+        if not amount.is_finite():
+            raise ValueError("must be finite (NaN and infinity are refused)")
+        if amount < 0:
+            raise ValueError("must not be negative")
+        if positive and amount == 0:
+            raise ValueError("must be greater than zero")
+        if amount > limit:
+            raise ValueError(f"must be at most {limit} USD")
+        return from_usd(amount)
+
+    return BeforeValidator(parse)
+
+
+_MONEY_SCHEMA = WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^\d+(\.\d+)?$"}, {"type": "number", "minimum": 0}]})
+EntryMoney = Annotated[int, _money(MAX_ENTRY_USD), _MONEY_SCHEMA]
+LimitMoney = Annotated[int, _money(MAX_POLICY_USD, positive=True), _MONEY_SCHEMA]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT, strict=True)]
+Address = Annotated[str, BeforeValidator(lambda v: validate_address(v)), WithJsonSchema({"type": "string", "pattern": r"^agent://[A-Za-z0-9][A-Za-z0-9._~-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._~-]{0,127}){1,2}$"})]
+IdString = Annotated[str, Field(min_length=1, max_length=200, pattern=_ID)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelMetrics(_Strict):
+    """Spend of one model inside one entry."""
+
+    cost_usd: EntryMoney = 0
+    llm_calls: Count = 0
+    tokens_in: Count = 0
+    tokens_out: Count = 0
+    cached_tokens: Count = 0
+    reasoning_tokens: Count = 0
+
+
+class Metrics(ModelMetrics):
+    """Entry totals: ours plus the fields AXME's own SDK sends (``intents_*``, ``avg_latency_ms``)."""
+
+    estimated_calls: Count = 0
+    unpriced_calls: Count = 0
+    intents_total: Count = 0
+    intents_succeeded: Count = 0
+    intents_failed: Count = 0
+    avg_latency_ms: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] = 0.0
+
+
+class HeartbeatEntry(_Strict):
+    """One heartbeat entry. ``id`` and ``agent`` are optional for AXME SDK compatibility:
+    without ``id`` there is no idempotency; without ``agent`` the key's bound agent is used."""
+
+    id: IdString | None = None
+    agent: Address | None = None
+    intent_id: IdString | None = None
+    status: Annotated[str, Field(max_length=64)] | None = None
+    window_start: Annotated[str, Field(max_length=64)] | None = None
+    window_end: Annotated[str, Field(max_length=64)] | None = None
+    metrics: Metrics = Field(default_factory=Metrics)
+    by_model: Annotated[dict[Annotated[str, Field(min_length=1, max_length=200)], ModelMetrics], Field(max_length=100)] = Field(
+        default_factory=dict
+    )
+    pricing_version: Annotated[str, Field(max_length=300)] | None = None
+
+    @model_validator(mode="after")
+    def _total_cap(self) -> HeartbeatEntry:
+        """The $10,000 cap is per entry, so the models together may not exceed it either."""
+        if sum(m.cost_usd for m in self.by_model.values()) > from_usd(MAX_ENTRY_USD):
+            raise ValueError("by_model cost_usd adds up to more than 10000 USD for one entry")
+        return self
+
+
+class HeartbeatBatch(_Strict):
+    heartbeats: Annotated[list[HeartbeatEntry], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class IntentCreate(_Strict):
+    agent: Address | None = None
+    intent_id: IdString | None = None
+    labels: Annotated[dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=500)]], Field(max_length=50)] = Field(
+        default_factory=dict
+    )
+
+
+class Notify(_Strict):
+    email: Annotated[list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)]], Field(max_length=20)] = Field(
+        default_factory=list
+    )
+    slack_webhook: Annotated[str, Field(pattern=r"^https?://", max_length=2000)] | None = None
+    webhook: Annotated[str, Field(pattern=r"^https?://", max_length=2000)] | None = None
+
+
+class CostPolicy(_Strict):
+    """The seed's fields plus our extensions. At least one limit must be set."""
+
+    max_cost_per_hour_usd: LimitMoney | None = None
+    max_cost_per_day_usd: LimitMoney | None = None
+    max_cost_per_month_usd: LimitMoney | None = None
+    max_cost_per_intent_usd: LimitMoney | None = None
+    max_intents_per_day: Annotated[int, Field(ge=1, le=MAX_COUNT, strict=True)] | None = None
+    max_intents_per_hour: Annotated[int, Field(ge=1, le=MAX_COUNT, strict=True)] | None = None
+    action_on_breach: Literal["block", "notify", "pause"] = "block"
+    timezone: Annotated[str, Field(max_length=64)] = "UTC"
+    alert_thresholds: Annotated[list[Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]], Field(max_length=10)] = Field(
+        default_factory=lambda: [0.5, 0.8, 1.0]
+    )
+    notify: Notify = Field(default_factory=Notify)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        zone(value)
+        return value
+
+    @field_validator("alert_thresholds")
+    @classmethod
+    def _sorted_thresholds(cls, value: list[float]) -> list[float]:
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> CostPolicy:
+        if all(getattr(self, name) is None for name in LIMIT_FIELDS):
+            raise ValueError(f"set at least one limit: {', '.join(LIMIT_FIELDS)}")
+        return self
+
+    def to_wire(self) -> dict[str, Any]:
+        """JSON form with money as decimal strings (what GET returns)."""
+        from ._policies import usd
+
+        out = self.model_dump(mode="python")
+        for name in MONEY_FIELDS:
+            if out[name] is not None:
+                out[name] = usd(out[name])
+        return out
+
+    def to_storage(self) -> dict[str, Any]:
+        """JSON-safe form kept in the database; money as pico-dollar ints."""
+        return self.model_dump(mode="json")
+
+
+MONEY_FIELDS = ("max_cost_per_hour_usd", "max_cost_per_day_usd", "max_cost_per_month_usd", "max_cost_per_intent_usd")
+COUNT_FIELDS = ("max_intents_per_hour", "max_intents_per_day")
+LIMIT_FIELDS = MONEY_FIELDS + COUNT_FIELDS
+
+
+def policy_from_storage(data: dict[str, Any]) -> CostPolicy:
+    """Rebuild a stored policy without re-running the money parser (values are already pico)."""
+    return CostPolicy.model_construct(**{**data, "notify": Notify.model_construct(**data.get("notify", {}))})

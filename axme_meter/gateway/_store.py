@@ -1,0 +1,189 @@
+"""The write side: agents, entry ids, window counters, intents, events, alert claims, keys.
+
+Every function takes an open ``Connection`` inside the caller's transaction, so
+one heartbeat request is one transaction however many helpers it uses. Counter
+writes are upserts (``x = x + excluded.x``) sorted by primary key: exact under
+concurrent replicas on one PostgreSQL, and in one lock order so they cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import and_, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from ._db import agents, alert_claims, api_keys, counters, entries, events, intents
+
+COUNTER_FIELDS = ("cost_pico", "llm_calls", "tokens_in", "tokens_out", "heartbeats", "intents")
+_CHUNK = 400
+
+
+def address_id(address: str) -> str:
+    """Opaque, stable id for an address: the same on every replica without coordination."""
+    return "addr_" + hashlib.sha256(address.encode()).hexdigest()[:24]
+
+
+def org_of(address: str) -> str:
+    """``agent://acme/prod/x`` → ``acme``."""
+    return address.split("://", 1)[1].split("/", 1)[0]
+
+
+def _insert(conn: Connection, table: Any) -> Any:
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def ensure_agents(conn: Connection, addresses: Iterable[str], now: int) -> None:
+    """Create agent rows that do not exist yet (state ``active``, no policy)."""
+    rows = [
+        {"address_id": address_id(a), "address": a, "org": org_of(a), "state": "active", "created_at": now}
+        for a in sorted(set(addresses))
+    ]
+    if rows:
+        conn.execute(_insert(conn, agents).on_conflict_do_nothing(index_elements=["address_id"]), rows)
+
+
+def load_agents(conn: Connection, ids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
+    ids = list(set(ids))
+    if not ids:
+        return {}
+    rows = conn.execute(select(agents).where(agents.c.address_id.in_(ids))).mappings().all()
+    return {row["address_id"]: row for row in rows}
+
+
+def touch_agents(conn: Connection, ids: Iterable[str], now: int) -> None:
+    """Record the heartbeat time (monotonic: a replica with a slower clock never moves it back)."""
+    for aid in sorted(set(ids)):
+        conn.execute(
+            update(agents)
+            .where(agents.c.address_id == aid)
+            .where((agents.c.last_heartbeat_at.is_(None)) | (agents.c.last_heartbeat_at < now))
+            .values(last_heartbeat_at=now)
+        )
+
+
+def record_entries(conn: Connection, org: str, rows: Sequence[tuple[str, str]], now: int) -> set[str]:
+    """Insert ``(entry_id, address_id)`` rows; return the ids that were new (the others are replays)."""
+    inserted: set[str] = set()
+    for i in range(0, len(rows), _CHUNK):
+        chunk = [{"org": org, "entry_id": e, "address_id": a, "received_at": now} for e, a in rows[i : i + _CHUNK]]
+        stmt = _insert(conn, entries).values(chunk).on_conflict_do_nothing(index_elements=["org", "entry_id"])
+        inserted.update(conn.execute(stmt.returning(entries.c.entry_id)).scalars())
+    return inserted
+
+
+CounterKey = tuple[str, str, int, str, str]  # address_id, window, start, dim, key
+
+
+def add_counters(conn: Connection, deltas: Mapping[CounterKey, Sequence[int]]) -> None:
+    """Add ``deltas`` (values in ``COUNTER_FIELDS`` order) to the counters, creating rows as needed."""
+    rows = [
+        {"address_id": k[0], "window": k[1], "start": k[2], "dim": k[3], "key": k[4], **dict(zip(COUNTER_FIELDS, v))}
+        for k, v in sorted(deltas.items())
+    ]
+    for i in range(0, len(rows), _CHUNK):
+        stmt = _insert(conn, counters).values(rows[i : i + _CHUNK])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["address_id", "window", "start", "dim", "key"],
+            set_={f: counters.c[f] + stmt.excluded[f] for f in COUNTER_FIELDS},
+        )
+        conn.execute(stmt)
+
+
+def read_totals(conn: Connection, aid: str, windows: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    """Total counters of one agent for the given ``{window: start}``; missing windows are zeros."""
+    keys = [(w, s) for w, s in windows.items()]
+    rows = conn.execute(
+        select(counters).where(
+            counters.c.address_id == aid,
+            counters.c.dim == "total",
+            tuple_(counters.c.window, counters.c.start).in_(keys),
+        )
+    ).mappings()
+    found = {r["window"]: {f: int(r[f]) for f in COUNTER_FIELDS} for r in rows if windows.get(r["window"]) == r["start"]}
+    return {w: found.get(w, dict.fromkeys(COUNTER_FIELDS, 0)) for w in windows}
+
+
+def register_intent(conn: Connection, org: str, intent_id: str, aid: str, labels: Mapping[str, str] | None, now: int) -> bool:
+    """Create the intent if new; True when this call created it (so it counts towards intent limits)."""
+    stmt = _insert(conn, intents).values(
+        org=org, intent_id=intent_id, address_id=aid, created_at=now, last_seen_at=now,
+        labels=json.dumps(dict(labels or {})), cost_pico=0, llm_calls=0, tokens_in=0, tokens_out=0,
+    ).on_conflict_do_nothing(index_elements=["org", "intent_id"])
+    return bool(conn.execute(stmt.returning(intents.c.intent_id)).first())
+
+
+def add_intent_costs(conn: Connection, org: str, deltas: Mapping[str, Sequence[int]], now: int) -> None:
+    """Add ``(cost, calls, tokens_in, tokens_out)`` to existing intent rows, in key order."""
+    for intent_id, (cost, calls, tin, tout) in sorted(deltas.items()):
+        conn.execute(
+            update(intents)
+            .where(intents.c.org == org, intents.c.intent_id == intent_id)
+            .values(
+                cost_pico=intents.c.cost_pico + cost, llm_calls=intents.c.llm_calls + calls,
+                tokens_in=intents.c.tokens_in + tin, tokens_out=intents.c.tokens_out + tout, last_seen_at=now,
+            )
+        )
+
+
+def intent_costs(conn: Connection, org: str, ids: Iterable[str]) -> dict[str, int]:
+    ids = list(set(ids))
+    if not ids:
+        return {}
+    rows = conn.execute(
+        select(intents.c.intent_id, intents.c.cost_pico).where(intents.c.org == org, intents.c.intent_id.in_(ids))
+    )
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def add_event(conn: Connection, org: str, aid: str | None, type_: str, data: Mapping[str, Any], now: int) -> None:
+    conn.execute(events.insert().values(org=org, address_id=aid, type=type_, created_at=now, data=json.dumps(dict(data))))
+
+
+def claim_alert(conn: Connection, aid: str, policy: str, window_start: int, threshold: str, now: int) -> bool:
+    """True for exactly one caller across all replicas: the one whose row went in."""
+    stmt = _insert(conn, alert_claims).values(
+        address_id=aid, policy=policy, window_start=window_start, threshold=threshold, claimed_at=now
+    ).on_conflict_do_nothing(index_elements=["address_id", "policy", "window_start", "threshold"])
+    return bool(conn.execute(stmt.returning(alert_claims.c.address_id)).first())
+
+
+def set_state(conn: Connection, aid: str, state: str) -> str | None:
+    """Set the stored state; returns the previous one (None if the agent does not exist)."""
+    row = conn.execute(select(agents.c.state).where(agents.c.address_id == aid)).first()
+    if row is None:
+        return None
+    conn.execute(update(agents).where(agents.c.address_id == aid).values(state=state))
+    return str(row[0])
+
+
+def set_policy(conn: Connection, aid: str, policy: Mapping[str, Any] | None, now: int) -> None:
+    conn.execute(
+        update(agents).where(agents.c.address_id == aid).values(
+            policy=json.dumps(dict(policy)) if policy is not None else None, policy_updated_at=now
+        )
+    )
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def insert_key(conn: Connection, key: str, org: str, *, admin: bool, agent: str | None, now: int) -> bool:
+    """Store a key's hash; False when it already existed (e.g. the same AXME_GATEWAY_ADMIN_KEY on restart)."""
+    stmt = _insert(conn, api_keys).values(
+        key_hash=hash_key(key), prefix=key[:12], org=org, is_admin=admin, agent=agent, created_at=now
+    ).on_conflict_do_nothing(index_elements=["key_hash"])
+    return bool(conn.execute(stmt.returning(api_keys.c.key_hash)).first())
+
+
+def find_key(conn: Connection, key: str) -> Mapping[str, Any] | None:
+    return conn.execute(select(api_keys).where(api_keys.c.key_hash == hash_key(key))).mappings().first()
+
+
+def has_admin_key(conn: Connection) -> bool:
+    return conn.execute(select(api_keys.c.key_hash).where(and_(api_keys.c.is_admin, api_keys.c.org == "*")).limit(1)).first() is not None

@@ -1,0 +1,85 @@
+"""Fixtures for the gateway suite: real gateway processes on loopback (SQLite; PostgreSQL when configured)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("uvicorn", reason="the gateway tests need the 'gateway' extra (pip install 'axme_meter[gateway]')")
+pytest.importorskip("sqlalchemy", reason="the gateway tests need the 'gateway' extra")
+
+from gateway_process import GatewayProcess  # noqa: E402
+
+POSTGRES_URL = os.environ.get("AXME_TEST_POSTGRES_URL")
+
+
+def fresh_postgres_url() -> str:
+    """A brand-new database on the configured server, so runs never see each other's rows."""
+    import psycopg
+
+    assert POSTGRES_URL
+    name = "axme_gw_" + secrets.token_hex(6)
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = POSTGRES_URL.rpartition("/")
+    return f"{base}/{name}"
+
+
+def drop_postgres(url: str) -> None:
+    import psycopg
+
+    assert POSTGRES_URL
+    name = url.rpartition("/")[2]
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    if not POSTGRES_URL:
+        pytest.skip("PostgreSQL tests need AXME_TEST_POSTGRES_URL (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+    url = fresh_postgres_url()
+    try:
+        yield url
+    finally:
+        drop_postgres(url)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each test using this runs on SQLite, and on PostgreSQL when AXME_TEST_POSTGRES_URL is set."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'gw.sqlite3'}"
+        return
+    if not POSTGRES_URL:
+        pytest.skip("PostgreSQL tests need AXME_TEST_POSTGRES_URL (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+    url = fresh_postgres_url()
+    try:
+        yield url
+    finally:
+        drop_postgres(url)
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, db_url: str) -> Iterator[GatewayProcess]:
+    """A gateway with a controllable clock, on each database backend."""
+    gw = GatewayProcess(tmp_path, db_url=db_url, clock="2026-11-28T12:00:00Z")
+    gw.start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.fixture
+def sqlite_gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(tmp_path, clock="2026-11-28T12:00:00Z")
+    gw.start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
