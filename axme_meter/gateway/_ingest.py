@@ -61,12 +61,12 @@ def resolve_agents(principal: Principal, entries: Sequence[HeartbeatEntry], pref
     """The agent of every entry (the key's bound agent when absent), refusing foreign agents."""
     addresses: list[str] = []
     for i, entry in enumerate(entries):
+        name = f"{prefix}{i}.agent" if prefix else "agent"
         address = entry.agent or principal.agent
         if address is None:
-            raise ApiError(422, "validation_error", f"{prefix}{i}.agent: required (this key is not bound to an agent)",
-                           {"field": f"{prefix}{i}.agent"})
+            raise ApiError(422, "validation_error", f"{name}: required (this key is not bound to an agent)", {"field": name})
         if not principal.can_write_agent(address):
-            raise ApiError(403, "forbidden", f"this key may not write heartbeats for {address}", {"field": f"{prefix}{i}.agent"})
+            raise ApiError(403, "forbidden", f"this key may not write heartbeats for {address}", {"field": name})
         addresses.append(address)
     return addresses
 
@@ -140,23 +140,18 @@ def _add(target: list[int], values: Sequence[int]) -> None:
 
 
 def after_evaluation(conn: Connection, row: Mapping[str, Any], status: AgentStatus, ts: int) -> list[Alert]:
-    """Side effects of a fresh evaluation: ``pause`` on breach, breach events and threshold alerts (claimed once)."""
+    """Side effects of a fresh evaluation: breach events (+ ``pause``) and threshold alerts, each claimed once."""
     policy = parse_policy(row["policy"])
     if policy is None:
         return []
     org, aid = row["org"], row["address_id"]
-    if status.breach is not None and policy.action_on_breach == "pause" and status.state == "active":
-        if _store.set_state(conn, aid, "paused") == "active":
-            _store.add_event(conn, org, aid, "agent.paused", {"agent": row["address"], "reason": status.breach.name, "by": "policy"}, ts)
-        status.state = "paused"
     alerts: list[Alert] = []
     for p in status.policies:
         if p.kind != "usd" or p.window_start is None:
             continue
         start = int(p.window_start.timestamp())
         if p.breached and _store.claim_alert(conn, aid, p.name, start, "breach", ts):
-            kind = {"block": "agent.blocked", "pause": "agent.paused_by_policy", "notify": "policy.breached"}[policy.action_on_breach]
-            _store.add_event(conn, org, aid, kind, _policy_data(row["address"], p), ts)
+            _on_breach(conn, row, status, policy.action_on_breach, p, ts)
         for threshold in policy.alert_thresholds:
             if p.spent * 1_000_000 >= p.limit * round(threshold * 1_000_000):
                 key = f"{threshold:g}"
@@ -166,6 +161,22 @@ def after_evaluation(conn: Connection, row: Mapping[str, Any], status: AgentStat
                     alerts.append(Alert(org, aid, row["address"], p.name, key, usd(p.limit), usd(p.spent), data["resets_at"],
                                         json.loads(json.dumps(policy.notify.model_dump()))))
     return alerts
+
+
+def _on_breach(conn: Connection, row: Mapping[str, Any], status: AgentStatus, action: str, p: PolicyStatus, ts: int) -> None:
+    """First breach of this policy in this window (claimed once across replicas): event, and ``pause`` when asked.
+
+    Pausing only on the first breach means an admin's resume sticks for the rest of the window."""
+    org, aid = row["org"], row["address_id"]
+    kind = {"block": "agent.blocked", "pause": "agent.paused", "notify": "policy.breached"}[action]
+    data = _policy_data(row["address"], p)
+    if action == "pause" and status.state == "active":
+        if _store.set_state(conn, aid, "paused") == "active":
+            status.state = "paused"
+            data["by"] = "policy"
+        else:
+            kind = "policy.breached"
+    _store.add_event(conn, org, aid, kind, data, ts)
 
 
 def _policy_data(address: str, p: PolicyStatus) -> dict[str, Any]:

@@ -135,12 +135,12 @@ def evaluate(
 
 
 def intent_refusal(status: AgentStatus, policy: CostPolicy | None, intent_id: str | None) -> PolicyStatus | None:
-    """Why a new intent may not start: a breached money limit (block/pause), a full intent count, or
+    """Why a new intent may not start: a breached money limit (block), a full intent count, or
     an intent already over its per-intent budget. ``None`` means it may start."""
     if policy is None or policy.action_on_breach == "notify":
         return None
-    if status.breach is not None:
-        return status.breach
+    if status.breach is not None and policy.action_on_breach == "block":
+        return status.breach  # under "pause" the pause itself enforces, so an admin's resume lets work start
     for p in status.policies:
         if p.kind == "intents" and p.breached:
             return p

@@ -49,9 +49,7 @@ def postgres_url() -> Iterator[str]:
         drop_postgres(url)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Each test using this runs on SQLite, and on PostgreSQL when AXME_TEST_POSTGRES_URL is set."""
+def _db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'gw.sqlite3'}"
         return
@@ -64,15 +62,47 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         drop_postgres(url)
 
 
-@pytest.fixture
-def gateway(tmp_path: Path, db_url: str) -> Iterator[GatewayProcess]:
-    """A gateway with a controllable clock, on each database backend."""
-    gw = GatewayProcess(tmp_path, db_url=db_url, clock="2026-11-28T12:00:00Z")
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+START = "2026-11-28T12:00:00Z"
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database per test: SQLite, and PostgreSQL when AXME_TEST_POSTGRES_URL is set."""
+    yield from _db_url(request, tmp_path)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from _db_url(request, tmp_path_factory.mktemp("db"))
+
+
+@pytest.fixture(scope="module")
+def gateway(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """One gateway per module and backend (clock fixed at START); tests isolate themselves with unique agents."""
+    gw = GatewayProcess(tmp_path_factory.mktemp("gw"), db_url=module_db_url, clock=START)
     gw.start()
     try:
         yield gw
     finally:
         gw.stop()
+
+
+@pytest.fixture
+def clocked_gateway(tmp_path: Path, db_url: str) -> Iterator[GatewayProcess]:
+    """A gateway of its own whose clock the test moves (``gw.set_clock(...)``)."""
+    gw = GatewayProcess(tmp_path, db_url=db_url, clock=START)
+    gw.start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.fixture
+def agent() -> str:
+    """A fresh agent address in org ``acme`` (tests share module gateways)."""
+    return f"agent://acme/production/bot-{secrets.token_hex(4)}"
 
 
 @pytest.fixture
