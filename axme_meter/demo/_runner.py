@@ -152,9 +152,22 @@ def _point_at(gateway: EmbeddedGateway, options: DemoOptions, spool: Path) -> di
     from .. import _config
 
     saved = {name: getattr(_config.settings, name) for name in _SETTINGS}
+    from .. import _transport
+
+    _transport.install()  # idempotent: makes sure configure() below reaches the heartbeat sender
     axme_meter.configure(gateway_url=gateway.url, api_key=gateway.admin_key,
                          heartbeat_interval=options.heartbeat_interval, spool_dir=spool)
     return saved
+
+
+def _transport_state() -> str:
+    try:
+        from .. import _transport
+
+        status = _transport.status()
+    except Exception as exc:  # shown to the user as is
+        return f"transport status unavailable ({exc!r})"
+    return ", ".join(f"{k}={status.get(k)}" for k in ("mode", "reason", "requests", "last_error") if k in status)
 
 
 def _gateway_spent(api: GatewayAPI) -> Decimal | None:
@@ -214,6 +227,7 @@ def _run_with_gateway(
         loop = _Loop(client, models, recorder)
         worker = threading.Thread(target=loop.run, name="research-agent", daemon=True)
         block_seen: float | None = None
+        warned_silent = False
         gw = GatewayView()
         recorder.event(f"research agent starts re-processing {len(loop.tickets)} tickets in a loop")
         try:
@@ -234,6 +248,10 @@ def _run_with_gateway(
                         if gw.state != previous and gw.state not in ("unknown",):
                             recorder.event(f"gateway: {RESEARCH_AGENT.removeprefix('agent://')} is {gw.state}"
                                            f" (recorded {usd(gw.spent)})", "cyan")
+                    if not warned_silent and gw.spent is None and recorder.elapsed() > 4 * options.heartbeat_interval + 3 \
+                            and recorder.agent_cost(RESEARCH_AGENT) > 0:
+                        warned_silent = True
+                        recorder.event(f"the gateway has recorded nothing yet: {_transport_state()}", "bold red")
                     if block_seen is None and _blocked_locally(RESEARCH_AGENT):
                         block_seen = recorder.elapsed()
                         recorder.event("block arrived with the heartbeat answer: next call will not be sent", "bold yellow")
