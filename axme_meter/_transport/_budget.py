@@ -114,6 +114,9 @@ _spent: dict[str, int] = {}
 #: Cost of each agent's last call: the predictor for "would the next call exceed the lease".
 _last: dict[str, int] = {}
 _leases: dict[str, Lease] = {}
+#: Agents that have spent in this process (or that a gateway answer covered): the first spend of
+#: any other agent asks the gateway at once.
+_heard: set[str] = set()
 _limits: LocalLimits | None = None
 _limits_source: dict[str, Decimal] = {}
 _limits_active = False
@@ -185,6 +188,12 @@ def account(agent: str, intent: str | None, cost: int, at: float) -> None:
     ``base``, and a lease is taken from a snapshot of whatever the counter holds.
     """
     global _armed
+    if agent not in _heard:
+        # First spend of an agent the gateway has not told us about: ask now (no lease yet, so
+        # nothing bounds a fast loop until the first answer), not after the batching delay.
+        _heard.add(agent)
+        if waker is not None:
+            waker()
     if not _limits_active and agent not in _leases:
         _spent[agent] = _spent.get(agent, 0) + cost
         _last[agent] = cost
@@ -232,6 +241,7 @@ def apply_answer(agents: Mapping[str, AgentState], base: Mapping[str, int]) -> N
     global _armed
     now = time.time()
     with _lock:
+        _heard.update(agents)
         for agent, answer in agents.items():
             exhausted = [p for p in answer.policies if p.intent_id is None and p.remaining is not None and p.remaining <= 0]
             for p in answer.policies:
@@ -344,6 +354,7 @@ def reset() -> None:
         _spent.clear()
         _last.clear()
         _leases.clear()
+        _heard.clear()
         if _limits is not None:
             from ._limits import LocalLimits
 

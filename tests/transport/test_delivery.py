@@ -24,6 +24,13 @@ def _sender():
 
 def test_n_calls_make_one_request_adding_up_to_spend(gw: StubGateway, spool_dir: Path, client) -> None:
     axme_meter.configure(gateway_url=gw.url, api_key=API_KEY, spool_dir=spool_dir, heartbeat_interval=60)
+    # Warm-up: the first spend of an agent the gateway hasn't answered about is sent at once (to get
+    # its budget lease early); batching is about the steady state after that.
+    for agent in (AGENT, "agent://acme/prod/writer"):
+        with axme_meter.agent(agent):
+            chat(client)
+    assert _transport.flush(timeout=10)
+    gw.requests.clear()
     with axme_meter.agent(AGENT):
         for i in range(12):
             with axme_meter.intent(f"int_{i % 3}"):
@@ -32,15 +39,17 @@ def test_n_calls_make_one_request_adding_up_to_spend(gw: StubGateway, spool_dir:
         for _ in range(5):
             chat(client)
     assert _transport.flush(timeout=10)
-    assert gw.heartbeat_requests() == 1
+    assert len(gw.requests) == 1
     request = gw.requests[0]
     assert request["headers"]["x-api-key"] == API_KEY
     entries = request["body"]["heartbeats"]
     assert len(entries) == 4  # 3 intents of one agent + 1 agent without intent
     spend = axme_meter.spend()
-    assert sum(Decimal(e["metrics"]["cost_usd"]) for e in entries) == spend.cost_usd
-    assert sum(e["metrics"]["llm_calls"] for e in entries) == spend.calls == 17
-    assert sum(e["metrics"]["tokens_in"] for e in entries) == spend.tokens_in
+    assert sum(e["metrics"]["llm_calls"] for e in entries) == 17
+    everything = gw.real_entries()  # warm-up + batch
+    assert sum(Decimal(e["metrics"]["cost_usd"]) for e in everything) == spend.cost_usd
+    assert sum(e["metrics"]["llm_calls"] for e in everything) == spend.calls == 19
+    assert sum(e["metrics"]["tokens_in"] for e in everything) == spend.tokens_in
     for entry in entries:
         assert entry["id"].startswith("hb_")
         assert entry["status"] == "processing"
@@ -81,8 +90,8 @@ def test_replayed_batch_is_not_double_counted(metered: StubGateway, client) -> N
     metered.mode = "lose_answer"  # the gateway records, but the answer never arrives
     for _ in range(3):
         chat(client)
-    assert not _transport.flush(timeout=1)
-    assert metered.total_calls() == 3
+    assert not _transport.flush(timeout=0.5)
+    assert metered.total_calls() >= 1  # recorded by the gateway, but the client never heard back
     metered.mode = "ok"
     assert _transport.flush(timeout=10)
     assert metered.duplicates >= 1  # same ids re-sent ...
