@@ -39,5 +39,9 @@ class Settings:
             "smtp_url": env.get("AXME_GATEWAY_SMTP_URL") or None,
             "smtp_from": env.get("AXME_GATEWAY_SMTP_FROM") or "axme-meter@localhost",
         }
+        if env.get("AXME_GATEWAY_ALERT_RETRIES"):
+            values["alert_retries"] = max(1, int(env["AXME_GATEWAY_ALERT_RETRIES"]))
+        if env.get("AXME_GATEWAY_ALERT_BACKOFF"):
+            values["alert_backoff"] = max(0.0, float(env["AXME_GATEWAY_ALERT_BACKOFF"]))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,77 @@
+"""Real alert receivers for tests: an aiosmtpd SMTP server and a small threaded HTTP server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from email import message_from_bytes
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+from gateway_process import free_port
+
+
+class SMTPReceiver:
+    """``with SMTPReceiver() as smtp:`` — ``smtp.url`` for the gateway, ``smtp.messages`` received."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self.port = free_port()
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # aiosmtpd hook
+        msg = message_from_bytes(envelope.content)
+        with self._lock:
+            self.messages.append({"to": list(envelope.rcpt_tos), "subject": msg["Subject"], "body": msg.get_payload()})
+        return "250 OK"
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> SMTPReceiver:
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._controller.stop()
+
+
+class HTTPReceiver:
+    """Records JSON POSTs per path; paths listed in ``failing`` answer 500."""
+
+    def __init__(self, failing: tuple[str, ...] = ()) -> None:
+        self.requests: list[tuple[str, Any]] = []
+        received = self.requests
+        failing_paths = failing
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                received.append((self.path, json.loads(body or b"null")))
+                self.send_response(500 if self.path in failing_paths else 200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+
+    def posts(self, path: str) -> list[Any]:
+        return [body for p, body in list(self.requests) if p == path]
+
+    def __enter__(self) -> HTTPReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
