@@ -32,6 +32,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
 MESSAGES = [
     {"role": "system", "content": "You are the research agent of the support team."},
     {"role": "user", "content": "Ticket T-4711: charged twice for the Pro plan. Research it and draft a reply."},
@@ -200,7 +202,6 @@ def main() -> None:
     if args.worker:
         worker(json.loads(args.worker))
         return
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from axme_meter.cli._policy import GatewayAPI
     from axme_meter.demo._gateway import EmbeddedGateway
     from axme_meter.demo._simulator import Simulator, SimulatorConfig
