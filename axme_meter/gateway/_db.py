@@ -28,7 +28,6 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.pool import NullPool
 
 SCHEMA_VERSION = 1
 #: Arbitrary constant naming this app's advisory lock on PostgreSQL.
@@ -139,7 +138,9 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
     """An engine with per-backend settings (SQLite: WAL, busy timeout, IMMEDIATE write transactions)."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, poolclass=NullPool)
+        # A pool keeps connections (and their page cache) open: closing the last one checkpoints the WAL.
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=pool_size,
+                               max_overflow=pool_size)
         _configure_sqlite(engine)
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)

@@ -47,8 +47,12 @@ def in_transaction(engine: Engine, work: Callable[[Connection], T], attempts: in
     """Run ``work`` in one write transaction, retrying on PostgreSQL deadlocks/serialization failures."""
     for attempt in range(attempts):
         try:
-            with write_conn(engine) as conn, conn.begin():
-                return work(conn)
+            with write_conn(engine) as conn:
+                conn.info.pop("axme_claims", None)  # forget claims of an earlier rolled-back attempt
+                with conn.begin():
+                    result = work(conn)
+                _store.remember_claims(conn)
+                return result
         except DBAPIError as exc:
             code = getattr(getattr(exc, "orig", None), "sqlstate", None)
             if code not in _RETRYABLE or attempt == attempts - 1:

@@ -20,7 +20,6 @@ from sqlalchemy.engine import Connection
 from ._db import agents, alert_claims, api_keys, counters, entries, events, intents
 
 COUNTER_FIELDS = ("cost_pico", "llm_calls", "tokens_in", "tokens_out", "heartbeats", "intents")
-_CHUNK = 400
 
 
 def address_id(address: str) -> str:
@@ -68,12 +67,11 @@ def touch_agents(conn: Connection, ids: Iterable[str], now: int) -> None:
 
 def record_entries(conn: Connection, org: str, rows: Sequence[tuple[str, str]], now: int) -> set[str]:
     """Insert ``(entry_id, address_id)`` rows; return the ids that were new (the others are replays)."""
-    inserted: set[str] = set()
-    for i in range(0, len(rows), _CHUNK):
-        chunk = [{"org": org, "entry_id": e, "address_id": a, "received_at": now} for e, a in rows[i : i + _CHUNK]]
-        stmt = _insert(conn, entries).values(chunk).on_conflict_do_nothing(index_elements=["org", "entry_id"])
-        inserted.update(conn.execute(stmt.returning(entries.c.entry_id)).scalars())
-    return inserted
+    if not rows:
+        return set()
+    params = [{"org": org, "entry_id": e, "address_id": a, "received_at": now} for e, a in rows]
+    stmt = _insert(conn, entries).on_conflict_do_nothing(index_elements=["org", "entry_id"]).returning(entries.c.entry_id)
+    return set(conn.execute(stmt, params).scalars())
 
 
 CounterKey = tuple[str, str, int, str, str]  # address_id, window, start, dim, key
@@ -85,13 +83,14 @@ def add_counters(conn: Connection, deltas: Mapping[CounterKey, Sequence[int]]) -
         {"address_id": k[0], "window": k[1], "start": k[2], "dim": k[3], "key": k[4], **dict(zip(COUNTER_FIELDS, v))}
         for k, v in sorted(deltas.items())
     ]
-    for i in range(0, len(rows), _CHUNK):
-        stmt = _insert(conn, counters).values(rows[i : i + _CHUNK])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["address_id", "window", "start", "dim", "key"],
-            set_={f: counters.c[f] + stmt.excluded[f] for f in COUNTER_FIELDS},
-        )
-        conn.execute(stmt)
+    if not rows:
+        return
+    stmt = _insert(conn, counters)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["address_id", "window", "start", "dim", "key"],
+        set_={f: counters.c[f] + stmt.excluded[f] for f in COUNTER_FIELDS},
+    )
+    conn.execute(stmt, rows)  # executemany: one cached statement, batched by the driver
 
 
 def read_totals(conn: Connection, aid: str, windows: Mapping[str, int]) -> dict[str, dict[str, int]]:
@@ -144,12 +143,32 @@ def add_event(conn: Connection, org: str, aid: str | None, type_: str, data: Map
     conn.execute(events.insert().values(org=org, address_id=aid, type=type_, created_at=now, data=json.dumps(dict(data))))
 
 
+#: Claims this process has seen taken (claims are never deleted, so this cannot go stale).
+_TAKEN: set[tuple[str, str, int, str]] = set()
+
+
 def claim_alert(conn: Connection, aid: str, policy: str, window_start: int, threshold: str, now: int) -> bool:
-    """True for exactly one caller across all replicas: the one whose row went in."""
+    """True for exactly one caller across all replicas: the one whose row went in.
+
+    Claims known to be taken are skipped without a statement. A claim inserted by a
+    transaction that later rolls back is only remembered after the caller commits,
+    see :func:`remember_claims`."""
+    if (aid, policy, window_start, threshold) in _TAKEN:
+        return False
     stmt = _insert(conn, alert_claims).values(
         address_id=aid, policy=policy, window_start=window_start, threshold=threshold, claimed_at=now
     ).on_conflict_do_nothing(index_elements=["address_id", "policy", "window_start", "threshold"])
-    return bool(conn.execute(stmt.returning(alert_claims.c.address_id)).first())
+    won = bool(conn.execute(stmt.returning(alert_claims.c.address_id)).first())
+    conn.info.setdefault("axme_claims", []).append((aid, policy, window_start, threshold))
+    return won
+
+
+def remember_claims(conn: Connection) -> None:
+    """After commit: every claim tried in this transaction is now taken (by us or another replica)."""
+    claims = conn.info.pop("axme_claims", [])
+    if len(_TAKEN) > 200_000:
+        _TAKEN.clear()
+    _TAKEN.update(claims)
 
 
 def set_state(conn: Connection, aid: str, state: str) -> str | None:
