@@ -102,8 +102,8 @@ class _Loop:
                             return
                         triage(self.client, ticket, self.models)
                         research_ticket(self.client, ticket, self.models)
-                    self.recorder.event(f"pass {passes} done: {len(open_tickets(self.tickets))} tickets still open "
-                                        "(the bug: answers go to the wrong field)", "dim")
+                    why = " (the bug: answers go to ticket.answer, the loop checks ticket.resolution)" if passes == 1 else ""
+                    self.recorder.event(f"pass {passes}: {len(open_tickets(self.tickets))} tickets still open{why}", "dim")
         except axme_meter.BudgetExceeded as exc:
             self.budget_error, self.stopped_at = exc, self.recorder.elapsed()
             self.recorder.event(f"BudgetExceeded: {exc.message}", "bold red")
@@ -228,6 +228,7 @@ def _run_with_gateway(
         worker = threading.Thread(target=loop.run, name="research-agent", daemon=True)
         block_seen: float | None = None
         warned_silent = False
+        logged_decile = 0
         gw = GatewayView()
         recorder.event(f"research agent starts re-processing {len(loop.tickets)} tickets in a loop")
         try:
@@ -245,6 +246,10 @@ def _run_with_gateway(
                         last_poll = time.monotonic()
                         previous = gw.state
                         gw = _gateway_view(api)
+                        decile = int(gw.spent * 10 / limit) if gw.spent is not None and limit > 0 else 0
+                        if decile > logged_decile:
+                            logged_decile = decile
+                            recorder.event(f"gateway recorded {usd(gw.spent)} ({gw.spent / limit:.0%} of the budget)", "cyan")
                         if gw.state != previous and gw.state not in ("unknown",):
                             recorder.event(f"gateway: {RESEARCH_AGENT.removeprefix('agent://')} is {gw.state}"
                                            f" (recorded {usd(gw.spent)})", "cyan")

@@ -28,11 +28,11 @@ def usd(amount: Decimal | None, places: int = 4) -> str:
 
 def _budget_bar(label: str, spent: Decimal | None, budget: Decimal, style: str) -> Table:
     grid = Table.grid(padding=(0, 1))
-    grid.add_column(width=22)
-    grid.add_column(width=42)
+    grid.add_column(width=21)
+    grid.add_column(width=31)
     grid.add_column()
     ratio = float(spent / budget) if spent is not None and budget > 0 else 0.0
-    bar = ProgressBar(total=100, completed=min(100.0, ratio * 100), width=40,
+    bar = ProgressBar(total=100, completed=min(100.0, ratio * 100), width=30,
                       complete_style="red" if ratio >= 1 else style, finished_style="red")
     grid.add_row(label, bar, f"{usd(spent)} of {usd(budget, 2)} ({ratio:.0%})")
     return grid
@@ -40,9 +40,9 @@ def _budget_bar(label: str, spent: Decimal | None, budget: Decimal, style: str) 
 
 def render(recorder: Recorder, budget: Decimal, agent: str, gateway: GatewayView, title: str) -> RenderableType:
     rows, events, _ = recorder.snapshot()
-    table = Table(title="spend by agent × intent (this process, exact)", expand=False)
-    for name, justify in (("agent", "left"), ("intent", "left"), ("calls", "right"), ("tokens in", "right"),
-                          ("cached", "right"), ("tokens out", "right"), ("cost", "right")):
+    table = Table(title="spend by agent × intent (this process, exact; tokens in, cached, out)", expand=False)
+    for name, justify in (("agent", "left"), ("intent", "left"), ("calls", "right"), ("in", "right"),
+                          ("cached", "right"), ("out", "right"), ("cost", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for (row_agent, intent), row in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
         table.add_row(row_agent.rsplit("/", 1)[-1], intent or "—", f"{row.calls:,}", f"{row.tokens_in:,}",
