@@ -1,18 +1,15 @@
 """The HTTP edge to the AXME gateway: URL policy, auth header, timeouts, ``Retry-After``.
 
-Uses plain ``httpx`` (a base dependency; openai 3.x itself uses ``httpx2``),
-imported on first use so ``import axme_meter`` stays fast. The API key goes
-only into the ``x-api-key`` header and is never part of a log line or error.
+The client library is whichever of ``httpx`` / ``httpx2`` (same API) the process
+has *already* imported, see :func:`http_module`. The API key goes only into the
+``x-api-key`` header and is never part of a log line or error.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
-
-if TYPE_CHECKING:
-    import httpx
 
 CLIENT_NAME = "axme_meter/0.1.0"
 #: Never wait longer than this for a server-requested ``Retry-After``.
@@ -86,18 +83,38 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, min(seconds, RETRY_AFTER_CAP))
 
 
+def http_module() -> Any:
+    """``httpx`` if already imported, else ``httpx2`` if already imported, else import ``httpx``.
+
+    Why not always import ``httpx``: the first request runs on the sender thread, and
+    openai 3.x looks ``httpx`` up in ``sys.modules`` on every request (to accept legacy
+    httpx objects). Importing it there lets the caller's thread see a half-initialised
+    module ("partially initialized module 'httpx' has no attribute 'Response'").
+    openai 3.x has ``httpx2`` loaded and openai 2.x has ``httpx`` loaded, so in practice
+    nothing new is imported; and tests that import ``httpx`` keep ``respx`` working.
+    """
+    import sys
+
+    for name in ("httpx", "httpx2"):
+        module = sys.modules.get(name)
+        if module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False):
+            return module
+    import httpx
+
+    return httpx
+
+
 class GatewayHTTP:
     """A small JSON-over-HTTP client for ``/v1/mesh/*``. Thread-safe (``httpx.Client`` pools)."""
 
     def __init__(self, base_url: str, api_key: str | None, *, timeout: float = 10.0) -> None:
-        import httpx
-
+        httpx = http_module()
         headers = {"X-Axme-Client": CLIENT_NAME, "accept": "application/json"}
         if api_key:
             headers["x-api-key"] = api_key
         self.base_url = base_url
         self._httpx = httpx
-        self._client: httpx.Client = httpx.Client(
+        self._client = httpx.Client(
             base_url=base_url, headers=headers, timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)), follow_redirects=False
         )
 

@@ -26,9 +26,23 @@ sys.path[:0] = [str(HERE.parent.parent), str(HERE.parent), str(HERE)]
 
 import axme_meter  # noqa: E402
 from axme_meter import _transport  # noqa: E402
-from transport_helpers import AGENT, CountingOpenAI, chat, new_client  # noqa: E402
 
 _transport.install()  # idempotent; axme_meter/__init__ does it once wired
+AGENT = "agent://acme/prod/research"
+
+
+def _client_without_httpx() -> object:
+    """What an openai 3.x application looks like: httpx2 only, plain ``httpx`` never imported."""
+    import httpx2
+
+    body = json.dumps({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1764370000, "model": "gpt-4o-2024-08-06",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500},
+    }).encode()
+    handler = lambda request: httpx2.Response(200, content=body, headers={"content-type": "application/json"})  # noqa: E731
+    return axme_meter.OpenAI(api_key="sk-test", base_url="http://openai.test/v1", max_retries=0,
+                             http_client=httpx2.Client(transport=httpx2.MockTransport(handler)))
 
 
 def main() -> None:
@@ -40,6 +54,17 @@ def main() -> None:
     if mode == "flush":
         print(json.dumps({"flushed": _transport.flush(timeout=10)}), flush=True)
         return
+    if os.environ.get("CHILD_NO_HTTPX"):
+        client = _client_without_httpx()
+        with axme_meter.agent(AGENT):
+            for _ in range(calls):
+                client.chat.completions.create(model="gpt-4o-2024-08-06", messages=[{"role": "user", "content": "hi"}])
+                time.sleep(0.01)  # the sender thread's first request overlaps the next calls
+        print(json.dumps({"cost": str(axme_meter.spend().cost_usd), "calls": axme_meter.spend().calls,
+                          "httpx_imported": "httpx" in sys.modules}), flush=True)
+        return
+    from transport_helpers import CountingOpenAI, chat, new_client
+
     client = new_client(CountingOpenAI())
     with axme_meter.agent(AGENT):
         for _ in range(calls):

@@ -73,6 +73,15 @@ def test_normal_exit_flushes(gw: StubGateway, spool_dir: Path) -> None:
     assert gw.total_cost() == Decimal(priced["cost"]) == 3 * CALL
 
 
+def test_an_openai_3_app_without_httpx_sends_through_httpx2(gw: StubGateway, spool_dir: Path) -> None:
+    """The sender must not import ``httpx`` on its thread while openai 3.x peeks at ``sys.modules``."""
+    env = _env(gw, spool_dir, interval="0.05")
+    env["CHILD_NO_HTTPX"] = "1"
+    priced = json.loads(_run("exit", env, calls=30).stdout)
+    assert priced["httpx_imported"] is False
+    assert gw.total_cost() == Decimal(priced["cost"]) == 30 * CALL
+
+
 def test_exit_with_gateway_down_spools_for_the_next_process(gw: StubGateway, spool_dir: Path) -> None:
     gw.mode = "down"
     env = _env(gw, spool_dir, interval="3600")
