@@ -39,7 +39,7 @@ def openapi_document() -> dict[str, Any]:
     agent = "/v1/mesh/agents/{address_id}"
     heartbeat_body = {"anyOf": [{"$ref": "#/components/schemas/HeartbeatEntry"}, {"$ref": "#/components/schemas/HeartbeatBatch"}]}
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "axme_meter gateway", "version": "1"},
         "components": {"schemas": schemas, "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}}},
         "paths": {
