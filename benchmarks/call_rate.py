@@ -31,7 +31,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import httpx  # noqa: F401  - before any thread calls openai (see benchmarks/overshoot.py)
 import openai
 
 if int(openai.__version__.split(".")[0]) >= 3:

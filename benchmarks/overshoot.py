@@ -61,11 +61,6 @@ def _disable_leases() -> None:
 
 
 def worker(config: dict[str, Any]) -> None:
-    # Import httpx before any thread calls openai: the sender imports it lazily on its own thread, and
-    # openai 3.x reads sys.modules["httpx"] on every request, so a half-imported httpx makes concurrent
-    # calls fail with AttributeError (reported to the transport owner; remove this line once fixed).
-    import httpx  # noqa: F401
-
     import axme_meter
     from axme_meter import _transport
 
