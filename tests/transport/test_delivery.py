@@ -241,6 +241,9 @@ def test_rate_limited_heartbeat_honours_retry_after(metered: StubGateway, client
 
     from axme_meter._transport._gateway_http import Answer
 
+    axme_meter.configure(heartbeat_interval=3600)  # only flush() sends in this test
+    chat(client)
+    assert _transport.flush(timeout=10)
     chat(client)
     sender = _transport.current_sender()
 
