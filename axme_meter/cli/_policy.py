@@ -226,7 +226,8 @@ def _print_policy(agent: str, answer: Any) -> None:
     table = Table(title=f"cost policy of {agent}", show_header=False)
     if isinstance(policy, dict) and policy:
         for key, value in policy.items():
-            table.add_row(str(key), json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+            shown = "—" if value is None else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+            table.add_row(str(key), shown)
     else:
         table.add_row("policy", "none")
     Console().print(table)
