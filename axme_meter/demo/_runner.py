@@ -25,7 +25,8 @@ from rich.live import Live
 
 import axme_meter
 
-from ..cli._policy import GatewayAPI, GatewayError
+from ..cli._policy import GatewayAPI
+from . import _probe as probe
 from . import _record
 from ._gateway import EmbeddedGateway
 from ._story import RESEARCH_AGENT, TRIAGE_AGENT, Models, make_tickets, open_tickets, research_ticket, triage
@@ -112,79 +113,6 @@ class _Loop:
             self.recorder.event(f"the agent loop failed: {exc!r}", "red")
 
 
-def _gateway_view(api: GatewayAPI) -> GatewayView:
-    try:
-        agents = api.agents("day")
-    except GatewayError:
-        return GatewayView(state="unreachable")
-    for entry in agents:
-        if entry.get("address") == RESEARCH_AGENT:
-            spent = entry.get("cost_period", entry.get("cost_today"))
-            return GatewayView(spent=Decimal(str(spent)) if spent is not None else None,
-                               state=str(entry.get("state") or entry.get("health_status") or "unknown"))
-    return GatewayView()
-
-
-def _blocked_locally(agent: str) -> bool:
-    try:
-        from .. import _transport
-
-        return agent in _transport.blocked_agents()
-    except Exception:
-        return False
-
-
-def _flush() -> None:
-    """Deliver what is still unsent, so the gateway's total is the final one."""
-    flush = getattr(axme_meter, "flush", None)
-    if flush is None:
-        from .. import _transport
-
-        flush = _transport.flush
-    flush(timeout=10)
-
-
-_SETTINGS = ("gateway_url", "api_key", "heartbeat_interval", "spool_dir")
-
-
-def _point_at(gateway: EmbeddedGateway, options: DemoOptions, spool: Path) -> dict[str, Any]:
-    """Send this process's spend to the demo gateway; returns the settings to restore afterwards."""
-    from .. import _config
-
-    saved = {name: getattr(_config.settings, name) for name in _SETTINGS}
-    from .. import _transport
-
-    _transport.install()  # idempotent: makes sure configure() below reaches the heartbeat sender
-    axme_meter.configure(gateway_url=gateway.url, api_key=gateway.admin_key,
-                         heartbeat_interval=options.heartbeat_interval, spool_dir=spool)
-    return saved
-
-
-def _transport_state() -> str:
-    try:
-        from .. import _transport
-
-        status = _transport.status()
-    except Exception as exc:  # shown to the user as is
-        return f"transport status unavailable ({exc!r})"
-    return ", ".join(f"{k}={status.get(k)}" for k in ("mode", "reason", "requests", "last_error") if k in status)
-
-
-def _gateway_spent(api: GatewayAPI) -> Decimal | None:
-    """The research agent's spend today as the gateway recorded it."""
-    try:
-        costs = api.costs(RESEARCH_AGENT, "day")
-    except GatewayError:
-        return _gateway_view(api).spent
-    for key in ("total", "totals"):
-        block = costs.get(key) if isinstance(costs, dict) else None
-        if isinstance(block, dict) and block.get("cost_usd") is not None:
-            return Decimal(str(block["cost_usd"]))
-    if isinstance(costs, dict) and costs.get("cost_usd") is not None:
-        return Decimal(str(costs["cost_usd"]))
-    return _gateway_view(api).spent
-
-
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoSummary:
     console = console or Console()
     if options.real and not os.environ.get("OPENAI_API_KEY"):
@@ -208,7 +136,7 @@ def _run_with_gateway(
         api.put_policy(RESEARCH_AGENT, {"max_cost_per_day_usd": str(limit), "action_on_breach": "block"})
         console.print(f"[bold]gateway[/] {gateway.url}  (SQLite in {gateway.data_dir})")
         console.print(f"[bold]policy[/]  {RESEARCH_AGENT}: max ${limit}/day, action block")
-        saved = _point_at(gateway, options, work_dir / "spool")
+        saved = probe.point_at(gateway.url, gateway.admin_key, options.heartbeat_interval, work_dir / "spool")
         simulator = None
         if options.real:
             client = axme_meter.OpenAI()
@@ -245,7 +173,7 @@ def _run_with_gateway(
                     if time.monotonic() - last_poll > 0.5:
                         last_poll = time.monotonic()
                         previous = gw.state
-                        gw = _gateway_view(api)
+                        gw = probe.gateway_view(api, RESEARCH_AGENT)
                         decile = int(gw.spent * 10 / limit) if gw.spent is not None and limit > 0 else 0
                         if decile > logged_decile:
                             logged_decile = decile
@@ -256,23 +184,23 @@ def _run_with_gateway(
                     if not warned_silent and gw.spent is None and recorder.elapsed() > 4 * options.heartbeat_interval + 3 \
                             and recorder.agent_cost(RESEARCH_AGENT) > 0:
                         warned_silent = True
-                        recorder.event(f"the gateway has recorded nothing yet: {_transport_state()}", "bold red")
-                    if block_seen is None and _blocked_locally(RESEARCH_AGENT):
+                        recorder.event(f"the gateway has recorded nothing yet: {probe.transport_state()}", "bold red")
+                    if block_seen is None and probe.blocked_locally(RESEARCH_AGENT):
                         block_seen = recorder.elapsed()
                         recorder.event("block arrived with the heartbeat answer: next call will not be sent", "bold yellow")
                     live.update(render(recorder, limit, RESEARCH_AGENT, gw, "axme-meter demo"))
                     worker.join(timeout=0.1)
                 worker.join(timeout=30)
                 triage_ok = _triage_after_block(loop, recorder) if loop.budget_error else None
-                _flush()
-                gw = _gateway_view(api)
+                probe.flush()
+                gw = probe.gateway_view(api, RESEARCH_AGENT)
                 live.update(render(recorder, limit, RESEARCH_AGENT, gw, "axme-meter demo"))
         finally:
             _record.activate(None)
             upstream = simulator.stats.requests if simulator else None
             if simulator:
                 simulator.stop()
-            gateway_spent = _gateway_spent(api)
+            gateway_spent = probe.gateway_spent(api, RESEARCH_AGENT)
             axme_meter.configure(**saved)  # everything was flushed: detach before the gateway stops
         if loop.error is not None:
             raise loop.error
