@@ -41,6 +41,16 @@ def gateway_spent(api: GatewayAPI, agent: str) -> Decimal | None:
     return gateway_view(api, agent).spent
 
 
+def serves(url: str) -> bool:
+    """Does the gateway serve ``url`` at all (anything but 404 / no answer)? Login pages count."""
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=5).status_code != 404
+    except httpx.HTTPError:
+        return False
+
+
 def blocked_locally(agent: str) -> bool:
     """Has this process's transport blocked ``agent`` (gateway answer, lease or local limit)?"""
     return agent in _transport.blocked_agents()

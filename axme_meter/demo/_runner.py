@@ -73,6 +73,7 @@ class DemoSummary:
     overshoot_calls: int
     triage_after_block_ok: bool | None
     dashboard_url: str
+    dashboard_served: bool
     gateway_url: str
     duration_s: float
     notes: list[str] = field(default_factory=list)
@@ -201,6 +202,7 @@ def _run_with_gateway(
             if simulator:
                 simulator.stop()
             gateway_spent = probe.gateway_spent(api, RESEARCH_AGENT)
+            dashboard_served = probe.serves(f"{gateway.url}/dashboard")
             axme_meter.configure(**saved)  # everything was flushed: detach before the gateway stops
         if loop.error is not None:
             raise loop.error
@@ -224,6 +226,7 @@ def _run_with_gateway(
         overshoot_calls=_record.calls_beyond(costs, limit),
         triage_after_block_ok=triage_ok,
         dashboard_url=f"{gateway.url}/dashboard",
+        dashboard_served=dashboard_served,
         gateway_url=gateway.url,
         duration_s=round(time.monotonic() - started, 2),
         notes=notes,

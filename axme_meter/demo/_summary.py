@@ -43,7 +43,10 @@ def print_summary(summary: DemoSummary, console: Console) -> None:
     if summary.triage_after_block_ok is not None:
         table.add_row("per-agent", "triage-agent (no policy) kept working after the block"
                       if summary.triage_after_block_ok else "[red]triage-agent was blocked too[/]")
-    table.add_row("dashboard", f"[link={summary.dashboard_url}]{summary.dashboard_url}[/link]")
+    dashboard = f"[link={summary.dashboard_url}]{summary.dashboard_url}[/link]"
+    if not summary.dashboard_served:
+        dashboard += " [dim](this gateway build serves no dashboard yet)[/]"
+    table.add_row("dashboard", dashboard)
     for note in summary.notes:
         table.add_row("note", note)
     table.add_row("took", f"{summary.duration_s:.1f}s")
