@@ -9,7 +9,9 @@ phases in the same run, same settings, fresh agent each:
   and early heartbeats when half of it is used;
 * ``interval`` - the baseline: blocks arrive only with the regular heartbeat
   (leases and early wake-ups switched off by patching the transport in the
-  worker processes; the transport has no public switch for this).
+  worker processes; the transport has no public switch for this);
+* ``shared`` (with --shared, an experiment) - as ``leases``, but each process
+  leases ``remaining / processes``, the split the transport does not make.
 
 The target is an overshoot no larger than the calls in flight (64).
 Everything stays on 127.0.0.1; each phase is bounded by --phase-seconds.
@@ -60,6 +62,21 @@ def _disable_leases() -> None:
     _budget.waker = None
 
 
+def _share_leases(processes: int) -> None:
+    """Experiment only: each process leases ``remaining / processes`` instead of the whole of it."""
+    from axme_meter._transport import _budget
+
+    original = _budget.apply_answer
+
+    def shared(agents: Any, base: Any) -> None:
+        original(agents, base)
+        with _budget._lock:
+            for lease in _budget._leases.values():
+                lease.remaining //= processes
+
+    _budget.apply_answer = shared
+
+
 def worker(config: dict[str, Any]) -> None:
     import axme_meter
     from axme_meter import _transport
@@ -69,6 +86,8 @@ def worker(config: dict[str, Any]) -> None:
                          heartbeat_interval=config["interval"], spool_dir=config["spool"])
     if config["mode"] == "interval":
         _disable_leases()
+    elif config["mode"] == "shared":
+        _share_leases(config["processes"])
     client = axme_meter.OpenAI(base_url=config["base_url"], api_key="sk-sim", max_retries=0)
     counts: dict[str, Any] = {"calls": 0, "blocked": 0, "errors": 0, "error_types": {}}
     lock = threading.Lock()
@@ -153,7 +172,7 @@ def run_phase(mode: str, args: argparse.Namespace, gateway: Any, api: Any, sim: 
     api.put_policy(agent, {"max_cost_per_day_usd": str(args.budget), "action_on_breach": "block"})
     config = {"gateway": gateway.url, "key": gateway.admin_key, "interval": args.interval, "mode": mode,
               "spool": str(work / f"spool-{mode}"), "base_url": sim.base_url, "agent": agent,
-              "threads": args.threads, "seconds": args.phase_seconds}
+              "threads": args.threads, "seconds": args.phase_seconds, "processes": args.processes}
     env = {k: v for k, v in os.environ.items() if not k.startswith("AXME_")}
     procs = [subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(config)], env=env, text=True,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in range(args.processes)]
@@ -193,6 +212,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=8)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--phase-seconds", type=float, default=40.0, help="upper bound per phase (default 40)")
+    parser.add_argument("--shared", action="store_true",
+                        help="add an experimental phase where each process leases remaining/processes")
     args = parser.parse_args()
     if args.worker:
         worker(json.loads(args.worker))
@@ -206,7 +227,8 @@ def main() -> None:
     sim_config = SimulatorConfig(seed=1, completion_tokens=(100, 200), cache_hit_rate=0.0)
     with EmbeddedGateway(work / "gateway") as gateway, Simulator(sim_config) as sim, \
             GatewayAPI(gateway.url, gateway.admin_key) as api:
-        phases = [run_phase(mode, args, gateway, api, sim, work) for mode in ("interval", "leases")]
+        modes = ("interval", "leases", "shared") if args.shared else ("interval", "leases")
+        phases = [run_phase(mode, args, gateway, api, sim, work) for mode in modes]
     print(f"\novershoot: {args.processes} processes x {args.threads} threads = {in_flight} calls in flight, "
           f"policy ${args.budget}/day (block), heartbeat interval {args.interval:g}s, gpt-4o via the simulator")
     print(f"{'mode':<10}{'calls':>8}{'recorded $':>13}{'over $':>10}{'over calls':>12}{'x in-flight':>13}"
@@ -216,10 +238,10 @@ def main() -> None:
         print(f"{p.mode:<10}{p.calls:>8}{p.gateway_spent:>13.4f}{p.overshoot(args.budget):>10.4f}{over_calls:>12.1f}"
               f"{over_calls / in_flight:>13.2f}{p.blocked_threads:>9}/{in_flight:<3}{p.errors:>8}"
               f"{p.heartbeat_requests:>9}{p.seconds:>7.1f}")
-    base, leased = phases
+    base = phases[0]
     if base.overshoot(args.budget) > 0:
-        ratio = leased.overshoot(args.budget) / base.overshoot(args.budget)
-        print(f"ratio leases/interval overshoot: {ratio:.3f}")
+        for other in phases[1:]:
+            print(f"ratio {other.mode}/interval overshoot: {other.overshoot(args.budget) / base.overshoot(args.budget):.3f}")
     unaccounted = [p.mode for p in phases if p.upstream_calls != p.calls]
     if unaccounted:
         print(f"note: simulator saw a different number of calls than the workers metered in {unaccounted}")
