@@ -9,8 +9,10 @@ PostgreSQL deadlock / serialization failures retry the whole transaction.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -28,11 +30,13 @@ from ._auth import Principal
 from ._db import write_conn
 from ._errors import ApiError
 from ._policies import AgentStatus, PolicyStatus, intent_refusal, usd
-from ._queries import load_status, parse_policy
+from ._queries import load_status, load_statuses, parse_policy
 from ._schemas import HeartbeatEntry, IntentCreate
 from ._windows import window_starts
 
 T = TypeVar("T")
+#: SQLite has one writer at a time anyway; queueing threads on a lock beats its sleep-and-poll busy handler.
+_SQLITE_WRITER = threading.Lock()
 _RETRYABLE = ("40P01", "40001")  # deadlock_detected, serialization_failure
 
 
@@ -45,9 +49,10 @@ class IngestResult:
 
 def in_transaction(engine: Engine, work: Callable[[Connection], T], attempts: int = 6) -> T:
     """Run ``work`` in one write transaction, retrying on PostgreSQL deadlocks/serialization failures."""
+    serial = _SQLITE_WRITER if engine.dialect.name == "sqlite" else contextlib.nullcontext()
     for attempt in range(attempts):
         try:
-            with write_conn(engine) as conn:
+            with serial, write_conn(engine) as conn:
                 conn.info.pop("axme_claims", None)  # forget claims of an earlier rolled-back attempt
                 with conn.begin():
                     result = work(conn)
@@ -96,12 +101,14 @@ def _ingest_tx(conn: Connection, entries: Sequence[HeartbeatEntry], addresses: S
             fresh.add(first[(org, entry_id)])
     alerts = _book(conn, [(entries[i], addresses[i]) for i in sorted(fresh)], rows, now, ts)
     _store.touch_agents(conn, rows.keys(), ts)
-    statuses: dict[str, AgentStatus] = {}
-    for address in dict.fromkeys(addresses):
-        aid = _store.address_id(address)
-        intents_here = {e.intent_id for e, a in zip(entries, addresses) if a == address and e.intent_id}
-        statuses[address] = load_status(conn, rows[aid], now, intents_here)
-        alerts.extend(after_evaluation(conn, rows[aid], statuses[address], ts))
+    intents_here: dict[str, set[str]] = defaultdict(set)
+    for e, a in zip(entries, addresses):
+        if e.intent_id:
+            intents_here[a].add(e.intent_id)
+    unique = list(dict.fromkeys(addresses))
+    statuses = load_statuses(conn, [rows[_store.address_id(a)] for a in unique], now, intents_here)
+    for address in unique:
+        alerts.extend(after_evaluation(conn, rows[_store.address_id(address)], statuses[address], ts))
     results = [
         {"id": entry_id, "status": "recorded" if i in fresh else "duplicate", "error": None} for i, entry_id in enumerate(ids)
     ]
@@ -129,11 +136,11 @@ def _book(conn: Connection, booked: Sequence[tuple[HeartbeatEntry, str]], rows: 
                 _add(deltas[(aid, window, start, "model", model)], (mm.cost_usd, mm.llm_calls, mm.tokens_in, mm.tokens_out, 1, 0))
         if entry.intent_id:
             _add(intent_deltas[(_store.org_of(address), entry.intent_id, aid)], values)  # type: ignore[index]
-    for (org, intent_id, aid), values in sorted(intent_deltas.items()):  # type: ignore[misc]
-        if _store.register_intent(conn, org, intent_id, aid, None, ts):
+    created = _store.book_intents(conn, intent_deltas, ts)  # type: ignore[arg-type]
+    for org, intent_id, aid in intent_deltas:  # type: ignore[misc]
+        if (org, intent_id) in created:
             for window, start in starts_cache[aid].items():
                 deltas[(aid, window, start, "total", "")][5] += 1
-        _store.add_intent_costs(conn, org, {intent_id: values}, ts)
     _store.add_counters(conn, deltas)
     return []
 

@@ -82,6 +82,30 @@ def load_status(conn: Connection, row: Mapping[str, Any], now: datetime, intent_
     return evaluate(row["address"], row["address_id"], row["state"], policy, totals, now, costs)
 
 
+def load_statuses(
+    conn: Connection, rows: list[Mapping[str, Any]], now: datetime, intent_ids: Mapping[str, Iterable[str]] | None = None
+) -> dict[str, AgentStatus]:
+    """``load_status`` for several agents with one counters query; keyed by address."""
+    policies = {row["address_id"]: parse_policy(row["policy"]) for row in rows}
+    wanted: dict[str, dict[str, int]] = {}
+    for row in rows:
+        policy = policies[row["address_id"]]
+        needed = windows_needed(policy)
+        if needed:
+            starts = window_starts(now, policy.timezone if policy else None)
+            wanted[row["address_id"]] = {w: starts[w] for w in needed}
+    totals = _store.read_totals_many(conn, wanted)
+    out: dict[str, AgentStatus] = {}
+    for row in rows:
+        policy = policies[row["address_id"]]
+        costs: dict[str, int] = {}
+        if policy is not None and policy.max_cost_per_intent_usd is not None:
+            costs = _store.intent_costs(conn, row["org"], (intent_ids or {}).get(row["address"], ()))
+        out[row["address"]] = evaluate(row["address"], row["address_id"], row["state"], policy,
+                                       totals.get(row["address_id"], {}), now, costs)
+    return out
+
+
 def _health(row: Mapping[str, Any], now: datetime) -> str:
     if row["state"] == "killed":
         return "killed"

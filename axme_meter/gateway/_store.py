@@ -56,10 +56,11 @@ def load_agents(conn: Connection, ids: Iterable[str]) -> dict[str, Mapping[str, 
 
 def touch_agents(conn: Connection, ids: Iterable[str], now: int) -> None:
     """Record the heartbeat time (monotonic: a replica with a slower clock never moves it back)."""
-    for aid in sorted(set(ids)):
+    ids = sorted(set(ids))
+    if ids:
         conn.execute(
             update(agents)
-            .where(agents.c.address_id == aid)
+            .where(agents.c.address_id.in_(ids))
             .where((agents.c.last_heartbeat_at.is_(None)) | (agents.c.last_heartbeat_at < now))
             .values(last_heartbeat_at=now)
         )
@@ -95,16 +96,26 @@ def add_counters(conn: Connection, deltas: Mapping[CounterKey, Sequence[int]]) -
 
 def read_totals(conn: Connection, aid: str, windows: Mapping[str, int]) -> dict[str, dict[str, int]]:
     """Total counters of one agent for the given ``{window: start}``; missing windows are zeros."""
-    keys = [(w, s) for w, s in windows.items()]
-    rows = conn.execute(
-        select(counters).where(
-            counters.c.address_id == aid,
-            counters.c.dim == "total",
-            tuple_(counters.c.window, counters.c.start).in_(keys),
-        )
-    ).mappings()
-    found = {r["window"]: {f: int(r[f]) for f in COUNTER_FIELDS} for r in rows if windows.get(r["window"]) == r["start"]}
-    return {w: found.get(w, dict.fromkeys(COUNTER_FIELDS, 0)) for w in windows}
+    return read_totals_many(conn, {aid: windows})[aid]
+
+
+def read_totals_many(conn: Connection, wanted: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, dict[str, int]]]:
+    """``read_totals`` for several agents in one query: ``{aid: {window: start}}`` → ``{aid: {window: fields}}``."""
+    keys = [(aid, w, s) for aid, windows in wanted.items() for w, s in windows.items()]
+    found: dict[tuple[str, str], dict[str, int]] = {}
+    if keys:
+        rows = conn.execute(
+            select(counters).where(
+                counters.c.dim == "total",
+                counters.c.key == "",
+                tuple_(counters.c.address_id, counters.c.window, counters.c.start).in_(keys),
+            )
+        ).mappings()
+        for r in rows:
+            if wanted[r["address_id"]].get(r["window"]) == r["start"]:
+                found[(r["address_id"], r["window"])] = {f: int(r[f]) for f in COUNTER_FIELDS}
+    zero = dict.fromkeys(COUNTER_FIELDS, 0)
+    return {aid: {w: found.get((aid, w), dict(zero)) for w in windows} for aid, windows in wanted.items()}
 
 
 def register_intent(conn: Connection, org: str, intent_id: str, aid: str, labels: Mapping[str, str] | None, now: int) -> bool:
@@ -116,17 +127,33 @@ def register_intent(conn: Connection, org: str, intent_id: str, aid: str, labels
     return bool(conn.execute(stmt.returning(intents.c.intent_id)).first())
 
 
-def add_intent_costs(conn: Connection, org: str, deltas: Mapping[str, Sequence[int]], now: int) -> None:
-    """Add ``(cost, calls, tokens_in, tokens_out)`` to existing intent rows, in key order."""
-    for intent_id, (cost, calls, tin, tout) in sorted(deltas.items()):
-        conn.execute(
-            update(intents)
-            .where(intents.c.org == org, intents.c.intent_id == intent_id)
-            .values(
-                cost_pico=intents.c.cost_pico + cost, llm_calls=intents.c.llm_calls + calls,
-                tokens_in=intents.c.tokens_in + tin, tokens_out=intents.c.tokens_out + tout, last_seen_at=now,
-            )
-        )
+def book_intents(conn: Connection, deltas: Mapping[tuple[str, str, str], Sequence[int]], now: int) -> set[tuple[str, str]]:
+    """Create missing intents and add ``(cost, calls, tokens_in, tokens_out)`` to each, in two statements.
+
+    ``deltas`` is keyed by ``(org, intent_id, address_id)``; returns the ``(org, intent_id)`` pairs created
+    here (they count towards intent limits)."""
+    if not deltas:
+        return set()
+    base = {"created_at": now, "last_seen_at": now, "labels": "{}", "cost_pico": 0, "llm_calls": 0, "tokens_in": 0, "tokens_out": 0}
+    merged: dict[tuple[str, str], tuple[str, list[int]]] = {}  # one row per key: a multi-row upsert may not hit a row twice
+    for (o, i, a), v in deltas.items():
+        _, total = merged.setdefault((o, i), (a, [0, 0, 0, 0]))
+        for n, x in enumerate(v):
+            total[n] += x
+    ordered = sorted(((o, i, a), v) for (o, i), (a, v) in merged.items())
+    new = [{"org": o, "intent_id": i, "address_id": a, **base} for (o, i, a), _ in ordered]
+    stmt = _insert(conn, intents).on_conflict_do_nothing(index_elements=["org", "intent_id"])
+    created = {tuple(r) for r in conn.execute(stmt.returning(intents.c.org, intents.c.intent_id), new)}
+    adds = [{"org": o, "intent_id": i, "address_id": a, **base, "cost_pico": v[0], "llm_calls": v[1], "tokens_in": v[2],
+             "tokens_out": v[3]} for (o, i, a), v in ordered]
+    up = _insert(conn, intents)
+    up = up.on_conflict_do_update(
+        index_elements=["org", "intent_id"],
+        set_={**{f: intents.c[f] + up.excluded[f] for f in ("cost_pico", "llm_calls", "tokens_in", "tokens_out")},
+              "last_seen_at": up.excluded.last_seen_at},
+    )
+    conn.execute(up, adds)
+    return created  # type: ignore[return-value]
 
 
 def intent_costs(conn: Connection, org: str, ids: Iterable[str]) -> dict[str, int]:
