@@ -19,7 +19,9 @@ and return plain JSON-ready dicts with money as decimal strings:
 - ``intent_cost(conn, org, intent_id) -> dict | None`` — ``{"intent_id","agent","address_id","cost_usd","llm_calls","tokens_in","tokens_out","created_at","last_seen_at","labels"}``.
 - ``list_events(conn, org, *, agent_ref=None, types=None, after_id=None, limit=100) -> dict`` — ``{"events": [{"id","type","agent","address_id","created_at","data"}], "next_after_id"}``.
 - ``get_policy(conn, org, ref) -> dict | None`` — the stored cost policy in wire form (``None`` when unset or unknown agent).
-- ``load_status(conn, agent_row, now, intent_ids=()) -> AgentStatus`` — effective state + policy statuses.
+- ``load_status(conn, agent_row, now, intent_ids=()) -> AgentStatus`` — effective state + policy statuses
+  (``AgentStatus.to_wire()`` gives the heartbeat answer's ``{"address_id", "state", "policies"}``).
+- ``load_statuses(conn, agent_rows, now, intent_ids_by_address=None) -> {address: AgentStatus}`` — the same, one query.
 - ``find_agent(conn, org, ref) -> row | None`` — resolve an id or address within an org.
 """
 
