@@ -115,7 +115,7 @@ def _ingest_tx(conn: Connection, entries: Sequence[HeartbeatEntry], addresses: S
     return IngestResult(results, statuses, alerts)
 
 
-def _book(conn: Connection, booked: Sequence[tuple[HeartbeatEntry, str]], rows: Mapping[str, Mapping[str, Any]], now: datetime, ts: int) -> list[Alert]:
+def _book(conn: Connection, booked: Sequence[tuple[HeartbeatEntry, str]], rows: Mapping[str, Mapping[Any, Any]], now: datetime, ts: int) -> list[Alert]:
     """Add the new entries to counters and intents (aggregated in memory first: one upsert per row)."""
     deltas: dict[_store.CounterKey, list[int]] = defaultdict(lambda: [0] * len(_store.COUNTER_FIELDS))
     intent_deltas: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
@@ -150,7 +150,7 @@ def _add(target: list[int], values: Sequence[int]) -> None:
         target[i] += v
 
 
-def after_evaluation(conn: Connection, row: Mapping[str, Any], status: AgentStatus, ts: int) -> list[Alert]:
+def after_evaluation(conn: Connection, row: Mapping[Any, Any], status: AgentStatus, ts: int) -> list[Alert]:
     """Side effects of a fresh evaluation: breach events (+ ``pause``) and threshold alerts, each claimed once."""
     policy = parse_policy(row["policy"])
     if policy is None:
@@ -174,7 +174,7 @@ def after_evaluation(conn: Connection, row: Mapping[str, Any], status: AgentStat
     return alerts
 
 
-def _on_breach(conn: Connection, row: Mapping[str, Any], status: AgentStatus, action: str, p: PolicyStatus, ts: int) -> None:
+def _on_breach(conn: Connection, row: Mapping[Any, Any], status: AgentStatus, action: str, p: PolicyStatus, ts: int) -> None:
     """First breach of this policy in this window (claimed once across replicas): event, and ``pause`` when asked.
 
     Pausing only on the first breach means an admin's resume sticks for the rest of the window."""
@@ -219,15 +219,16 @@ def register_intent(engine: Engine, principal: Principal, body: IntentCreate, no
 def _intent_tx(conn: Connection, address: str, intent_id: str, labels: Mapping[str, str], now: datetime) -> IntentOutcome:
     ts = int(now.timestamp())
     aid = _store.address_id(address)
-    _store.ensure_agents(conn, [address], ts)
-    row = _store.load_agents(conn, [aid])[aid]
+    row = _store.load_agents(conn, [aid]).get(aid)
+    if row is None:
+        _store.ensure_agents(conn, [address], ts)
+        row = _store.load_agents(conn, [aid])[aid]
     status = load_status(conn, row, now, {intent_id})
     policy = parse_policy(row["policy"])
-    known = intent_id in _store.intent_costs(conn, _store.org_of(address), [intent_id])
     refusal = None
     if status.state in ("active", "blocked"):
         refusal = intent_refusal(status, policy, intent_id)
-        if refusal is not None and refusal.kind == "intents" and known:
+        if refusal is not None and refusal.kind == "intents" and intent_id in _store.intent_costs(conn, _store.org_of(address), [intent_id]):
             refusal = None  # re-registering an existing intent does not start new work
     if status.state != "active" or refusal is not None:
         return IntentOutcome(intent_id, False, status, refusal, [])
@@ -235,5 +236,7 @@ def _intent_tx(conn: Connection, address: str, intent_id: str, labels: Mapping[s
     if created:
         starts = window_starts(now, policy.timezone if policy else None)
         _store.add_counters(conn, {(aid, w, s, "total", ""): (0, 0, 0, 0, 0, 1) for w, s in starts.items()})
-        status = load_status(conn, row, now, {intent_id})
+        for p in status.policies:  # the answer shows the count including this intent
+            if p.kind == "intents":
+                p.spent += 1
     return IntentOutcome(intent_id, created, status, None, after_evaluation(conn, row, status, ts))

@@ -11,7 +11,7 @@ from ._schemas import CostPolicy, HeartbeatBatch, HeartbeatEntry, IntentCreate
 
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _AGENT_PARAM = {"name": "address_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
-_KEY = [{"apiKey": []}]
+_KEY: list[dict[str, list[str]]] = [{"apiKey": []}]
 
 
 def _op(summary: str, *, body: str | dict[str, Any] | None = None, params: list[dict[str, Any]] | None = None,

@@ -28,7 +28,7 @@ and return plain JSON-ready dicts with money as decimal strings:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,7 +56,7 @@ def _visible(org: str) -> Any:
     return True if org == "*" else agents.c.org == org
 
 
-def find_agent(conn: Connection, org: str, ref: str) -> Mapping[str, Any] | None:
+def find_agent(conn: Connection, org: str, ref: str) -> Mapping[Any, Any] | None:
     """An agent by ``addr_…`` id or full address, only if ``org`` may see it."""
     if ref.startswith("agent://"):
         try:
@@ -71,7 +71,7 @@ def find_agent(conn: Connection, org: str, ref: str) -> Mapping[str, Any] | None
     return row
 
 
-def load_status(conn: Connection, row: Mapping[str, Any], now: datetime, intent_ids: Iterable[str] = ()) -> AgentStatus:
+def load_status(conn: Connection, row: Mapping[Any, Any], now: datetime, intent_ids: Iterable[str] = ()) -> AgentStatus:
     policy = parse_policy(row["policy"])
     needed = windows_needed(policy)
     totals = {}
@@ -85,7 +85,7 @@ def load_status(conn: Connection, row: Mapping[str, Any], now: datetime, intent_
 
 
 def load_statuses(
-    conn: Connection, rows: list[Mapping[str, Any]], now: datetime, intent_ids: Mapping[str, Iterable[str]] | None = None
+    conn: Connection, rows: Sequence[Mapping[Any, Any]], now: datetime, intent_ids: Mapping[str, Iterable[str]] | None = None
 ) -> dict[str, AgentStatus]:
     """``load_status`` for several agents with one counters query; keyed by address."""
     policies = {row["address_id"]: parse_policy(row["policy"]) for row in rows}
@@ -108,7 +108,7 @@ def load_statuses(
     return out
 
 
-def _health(row: Mapping[str, Any], now: datetime) -> str:
+def _health(row: Mapping[Any, Any], now: datetime) -> str:
     if row["state"] == "killed":
         return "killed"
     last = row["last_heartbeat_at"]
@@ -118,7 +118,7 @@ def _health(row: Mapping[str, Any], now: datetime) -> str:
     return "healthy" if age < HEALTHY_SECONDS else "degraded" if age <= DEGRADED_SECONDS else "unreachable"
 
 
-def _money_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+def _money_fields(values: Mapping[Any, Any]) -> dict[str, Any]:
     return {
         "cost_usd": usd(int(values.get("cost_pico") or 0)),
         "llm_calls": int(values.get("llm_calls") or 0),
@@ -129,35 +129,52 @@ def _money_fields(values: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _summary(conn: Connection, row: Mapping[str, Any], now: datetime, window: str) -> dict[str, Any]:
+def _summary(conn: Connection, row: Mapping[Any, Any], now: datetime, window: str) -> dict[str, Any]:
+    return _summaries(conn, [row], now, window)[0]
+
+
+def _summaries(conn: Connection, rows: Sequence[Mapping[Any, Any]], now: datetime, window: str) -> list[dict[str, Any]]:
+    """Agent summaries with two queries in all (statuses, then today's and the period's totals)."""
+    statuses = load_statuses(conn, rows, now)
+    tzs = {row["address_id"]: _tz(row) for row in rows}
+    wanted = {}
+    for row in rows:
+        starts = window_starts(now, tzs[row["address_id"]])
+        wanted[row["address_id"]] = {"day": starts["day"], window: starts[window]}
+    totals = _store.read_totals_many(conn, wanted)
+    out = []
+    for row in rows:
+        t = totals[row["address_id"]]
+        status = statuses[row["address"]]
+        out.append({
+            "address_id": row["address_id"],
+            "address": row["address"],
+            "display_name": row["address"].rsplit("/", 1)[-1],
+            "org": row["org"],
+            "state": status.state,
+            "health_status": _health(row, now),
+            "last_heartbeat_at": iso(row["last_heartbeat_at"]),
+            "created_at": iso(row["created_at"]),
+            "window": window,
+            "intents_period": t[window]["intents"],
+            "cost_period": usd(t[window]["cost_pico"]),
+            "intents_today": t["day"]["intents"],
+            "cost_today": usd(t["day"]["cost_pico"]),
+            "timezone": tzs[row["address_id"]] or "UTC",
+            "metadata": {},
+            "policies": [p.to_wire() for p in status.policies],
+        })
+    return out
+
+
+def _tz(row: Mapping[Any, Any]) -> str | None:
     policy = parse_policy(row["policy"])
-    tz = policy.timezone if policy else None
-    starts = window_starts(now, tz)
-    totals = _store.read_totals(conn, row["address_id"], {"day": starts["day"], window: starts[window]})
-    status = load_status(conn, row, now)
-    return {
-        "address_id": row["address_id"],
-        "address": row["address"],
-        "display_name": row["address"].rsplit("/", 1)[-1],
-        "org": row["org"],
-        "state": status.state,
-        "health_status": _health(row, now),
-        "last_heartbeat_at": iso(row["last_heartbeat_at"]),
-        "created_at": iso(row["created_at"]),
-        "window": window,
-        "intents_period": totals[window]["intents"],
-        "cost_period": usd(totals[window]["cost_pico"]),
-        "intents_today": totals["day"]["intents"],
-        "cost_today": usd(totals["day"]["cost_pico"]),
-        "timezone": tz or "UTC",
-        "metadata": {},
-        "policies": [p.to_wire() for p in status.policies],
-    }
+    return policy.timezone if policy else None
 
 
 def list_agents(conn: Connection, org: str, now: datetime, window: str = "day") -> dict[str, Any]:
-    rows = conn.execute(select(agents).where(_visible(org)).order_by(agents.c.address)).mappings().all()
-    listed = [_summary(conn, row, now, window) for row in rows]
+    rows = list(conn.execute(select(agents).where(_visible(org)).order_by(agents.c.address)).mappings().all())
+    listed = _summaries(conn, rows, now, window)
     summary: dict[str, Any] = {"total": len(listed)}
     for name in ("healthy", "degraded", "unreachable", "killed", "unknown"):
         summary[name] = sum(1 for a in listed if a["health_status"] == name)
@@ -220,7 +237,7 @@ def agent_costs(
     }
 
 
-def _sum(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+def _sum(rows: Iterable[Mapping[Any, Any]]) -> dict[str, int]:
     out: dict[str, int] = {}
     for r in rows:
         for f in _store.COUNTER_FIELDS:
@@ -228,8 +245,8 @@ def _sum(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     return out
 
 
-def _breakdown(rows: Iterable[Mapping[str, Any]], dim: str, name: str) -> list[dict[str, Any]]:
-    grouped: dict[str, list[Mapping[str, Any]]] = {}
+def _breakdown(rows: Iterable[Mapping[Any, Any]], dim: str, name: str) -> list[dict[str, Any]]:
+    grouped: dict[str, list[Mapping[Any, Any]]] = {}
     for r in rows:
         if r["dim"] == dim:
             grouped.setdefault(r["key"], []).append(r)

@@ -46,7 +46,7 @@ def ensure_agents(conn: Connection, addresses: Iterable[str], now: int) -> None:
         conn.execute(_insert(conn, agents).on_conflict_do_nothing(index_elements=["address_id"]), rows)
 
 
-def load_agents(conn: Connection, ids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
+def load_agents(conn: Connection, ids: Iterable[str]) -> dict[str, Mapping[Any, Any]]:
     ids = list(set(ids))
     if not ids:
         return {}
@@ -166,7 +166,7 @@ def intent_costs(conn: Connection, org: str, ids: Iterable[str]) -> dict[str, in
     return {r[0]: int(r[1]) for r in rows}
 
 
-def add_event(conn: Connection, org: str, aid: str | None, type_: str, data: Mapping[str, Any], now: int) -> None:
+def add_event(conn: Connection, org: str, aid: str | None, type_: str, data: Mapping[Any, Any], now: int) -> None:
     conn.execute(events.insert().values(org=org, address_id=aid, type=type_, created_at=now, data=json.dumps(dict(data))))
 
 
@@ -207,7 +207,7 @@ def set_state(conn: Connection, aid: str, state: str) -> str | None:
     return str(row[0])
 
 
-def set_policy(conn: Connection, aid: str, policy: Mapping[str, Any] | None, now: int) -> None:
+def set_policy(conn: Connection, aid: str, policy: Mapping[Any, Any] | None, now: int) -> None:
     conn.execute(
         update(agents).where(agents.c.address_id == aid).values(
             policy=json.dumps(dict(policy)) if policy is not None else None, policy_updated_at=now
@@ -227,7 +227,7 @@ def insert_key(conn: Connection, key: str, org: str, *, admin: bool, agent: str 
     return bool(conn.execute(stmt.returning(api_keys.c.key_hash)).first())
 
 
-def find_key(conn: Connection, key: str) -> Mapping[str, Any] | None:
+def find_key(conn: Connection, key: str) -> Mapping[Any, Any] | None:
     return conn.execute(select(api_keys).where(api_keys.c.key_hash == hash_key(key))).mappings().first()
 
 

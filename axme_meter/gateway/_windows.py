@@ -12,7 +12,6 @@ roll windows over in a running gateway without sleeping.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
