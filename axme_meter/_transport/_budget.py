@@ -75,10 +75,12 @@ def _describe(agent: str, block: Block) -> str:
         text = f"{agent} is over {block.policy}"
         if block.source == LEASE:
             text = f"{agent} would exceed the remaining budget of {block.policy}"
+        # Count policies (max_intents_per_day) travel through the same parser: show them as counts.
+        fmt = format_usd if block.policy.endswith("_usd") else (lambda pico: f"{to_decimal(pico):f}")
         if block.spent is not None:
-            text += f": spent {format_usd(block.spent)} of {format_usd(block.limit)}"
+            text += f": {'spent' if block.policy.endswith('_usd') else 'used'} {fmt(block.spent)} of {fmt(block.limit)}"
         else:
-            text += f" (limit {format_usd(block.limit)})"
+            text += f" (limit {fmt(block.limit)})"
     elif block.state not in ("blocked", "active"):
         text = f"{agent} is {block.state} on the AXME gateway"
     else:
