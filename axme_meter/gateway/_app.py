@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute
 
 from . import _store
 from ._alerts import Alert, Dispatcher
@@ -77,7 +78,9 @@ def build_gateway(settings: Settings) -> Gateway:
     return Gateway(settings, engine, clock, KeyRing(engine), dispatcher, metrics)
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The ASGI app. ``extra_routes`` (e.g. the dashboard's ``Mount``) are added after the API routes and
+    reach the shared services through ``request.app.state.gateway`` (a :class:`Gateway`)."""
     gateway = build_gateway(settings)
 
     @asynccontextmanager
@@ -86,7 +89,7 @@ def create_app(settings: Settings) -> Starlette:
         gateway.dispatcher.close()
         gateway.engine.dispose()
 
-    app = Starlette(routes=routes(), lifespan=lifespan, exception_handlers={
+    app = Starlette(routes=[*routes(), *extra_routes], lifespan=lifespan, exception_handlers={
         ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected})
     app.state.gateway = gateway
     return _EncodedAgentPaths(app)  # type: ignore[return-value]
