@@ -109,3 +109,19 @@ def test_sigkill_mid_ingest_leaves_no_half_applied_batch(tmp_path: Path, db_url:
         day = http.get(f"/v1/mesh/agents/{path(agent)}").json()["windows"]["day"]
         assert day["heartbeats"] == 40_000 and day["cost_usd"] == "40.00"
     gw.stop()
+
+
+def test_two_replicas_migrate_a_fresh_database_at_once(tmp_path: Path, db_url: str) -> None:
+    key = "axme_sa_shared_" + "0" * 16
+    gws = [GatewayProcess(tmp_path / name, db_url=db_url, admin_key=key) for name in ("x", "y")]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda g: g.start(), gws))  # both create the schema concurrently
+    try:
+        for n, gw in enumerate(gws):
+            with gw.client() as http:
+                assert send(http, entry("agent://acme/production/boot", "1", id=f"boot{n}")).status_code == 200
+        with gws[0].client() as http:
+            assert http.get(f"/v1/mesh/agents/{path('agent://acme/production/boot')}").json()["cost_today"] == "2.00"
+    finally:
+        for gw in gws:
+            gw.stop()
