@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -90,7 +91,7 @@ def create_app(settings: Settings, extra_routes: Sequence[BaseRoute] = ()) -> St
         gateway.engine.dispose()
 
     app = Starlette(routes=[*routes(), *extra_routes], lifespan=lifespan, exception_handlers={
-        ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected})
+        ApiError: _api_error, HTTPException: _http_error, OperationalError: _db_unavailable, Exception: _unexpected})
     app.state.gateway = gateway
     return _EncodedAgentPaths(app)  # type: ignore[return-value]
 
@@ -107,6 +108,13 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return JSONResponse({"error": {"code": code, "message": str(exc.detail), "details": {}}}, status_code=exc.status_code,
                         headers=getattr(exc, "headers", None))
+
+
+async def _db_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    """Database down or locked too long: 503 with Retry-After, so clients keep the spend and re-send it."""
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return JSONResponse({"error": {"code": "unavailable", "message": "the gateway's database is unavailable; retry later",
+                                   "details": {}}}, status_code=503, headers={"Retry-After": "5"})
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
