@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -125,3 +126,25 @@ def test_two_replicas_migrate_a_fresh_database_at_once(tmp_path: Path, db_url: s
     finally:
         for gw in gws:
             gw.stop()
+
+
+def test_database_outage_is_503_and_recovers(tmp_path: Path, postgres_url: str) -> None:
+    import psycopg
+
+    admin_url = os.environ["AXME_TEST_POSTGRES_URL"]
+    name = postgres_url.rpartition("/")[2]
+    agent = "agent://acme/production/outage"
+    with GatewayProcess(tmp_path, db_url=postgres_url) as gw, gw.client() as http:
+        assert send(http, entry(agent, "1", id="before")).status_code == 200
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        try:
+            down = send(http, entry(agent, "1", id="during"))
+            assert down.status_code == 503 and down.json()["error"]["code"] == "unavailable"
+            assert down.headers["retry-after"] == "5"
+        finally:
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        assert send(http, entry(agent, "1", id="during")).status_code == 200  # the client re-sends; nothing was half-stored
+        assert http.get(f"/v1/mesh/agents/{path(agent)}").json()["cost_today"] == "2.00"
