@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -223,8 +223,12 @@ def _intent_tx(conn: Connection, address: str, intent_id: str, labels: Mapping[s
     if row is None:
         _store.ensure_agents(conn, [address], ts)
         row = _store.load_agents(conn, [aid])[aid]
-    status = load_status(conn, row, now, {intent_id})
     policy = parse_policy(row["policy"])
+    if conn.dialect.name == "postgresql" and policy is not None and (policy.max_intents_per_day or policy.max_intents_per_hour):
+        # serialise this agent's intent admissions across replicas so the count limit is exact
+        # (SQLite needs nothing: BEGIN IMMEDIATE already admits one writer at a time)
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(aid[5:20], 16)})
+    status = load_status(conn, row, now, {intent_id})
     refusal = None
     if status.state in ("active", "blocked"):
         refusal = intent_refusal(status, policy, intent_id)

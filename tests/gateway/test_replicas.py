@@ -148,3 +148,20 @@ def test_database_outage_is_503_and_recovers(tmp_path: Path, postgres_url: str) 
                 conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         assert send(http, entry(agent, "1", id="during")).status_code == 200  # the client re-sends; nothing was half-stored
         assert http.get(f"/v1/mesh/agents/{path(agent)}").json()["cost_today"] == "2.00"
+
+
+def test_intent_limit_is_exact_across_replicas(replicas: tuple[GatewayProcess, GatewayProcess]) -> None:
+    a, b = replicas
+    agent = "agent://acme/production/intent-race"
+    with a.client() as http:
+        assert http.put(policy_path(agent), json={"max_intents_per_day": 25}).status_code == 200
+
+    def register(n: int) -> int:
+        with (a if n % 2 else b).client() as http:
+            return http.post("/v1/mesh/intents", json={"agent": agent, "intent_id": f"race_{n}"}).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = list(pool.map(register, range(60)))
+    assert codes.count(201) == 25 and codes.count(429) == 35
+    with a.client() as http:
+        assert http.get(f"/v1/mesh/agents/{path(agent)}").json()["intents_today"] == 25
