@@ -14,6 +14,7 @@ from ._client import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, OpenAI, Unprice
 from ._config import configure
 from ._errors import BudgetExceeded, UnknownModelError
 from ._meter import Spend, Totals, meter as _meter
+from ._transport import flush, install as _install_transport, status as transport_status
 
 __version__ = "0.1.0"
 
@@ -31,9 +32,11 @@ __all__ = [
     "agent",
     "bind",
     "configure",
+    "flush",
     "intent",
     "reset_spend",
     "spend",
+    "transport_status",
 ]
 
 
@@ -43,5 +46,12 @@ def spend() -> Spend:
 
 
 def reset_spend() -> None:
-    """Forget the in-process totals (for tests and notebooks). Unsent heartbeat data is dropped too."""
+    """Forget the in-process totals (for tests and notebooks).
+
+    Spend the heartbeat sender has already taken is still delivered; only the
+    meter's not-yet-taken buckets (at most about half a second of spend) are dropped.
+    """
     _meter.reset()
+
+
+_install_transport()
