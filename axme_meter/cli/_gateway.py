@@ -24,11 +24,12 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from ..gateway import Settings, create_app
+        from ..gateway.dashboard import dashboard_routes
     except ModuleNotFoundError as exc:
         print(f"axme-meter gateway needs the 'gateway' extra ({exc.name} is missing): pip install 'axme_meter[gateway]'", file=sys.stderr)
         return 2
     settings = Settings.from_env(args.db or os.environ.get("AXME_GATEWAY_DB"), smtp_url=args.smtp_url)
-    app = create_app(settings)
+    app = create_app(settings, extra_routes=dashboard_routes())  # the web dashboard at /dashboard
     print(f"axme-meter gateway listening on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                 timeout_graceful_shutdown=5)

@@ -1,0 +1,134 @@
+"""The dashboard's writes: save a cost policy, pause / resume / kill.
+
+Validation goes through the API's own ``CostPolicy`` model and ``validate`` helper,
+so a form error says exactly what ``PUT …/policies/cost`` would say; the writes
+use the same ``_store`` calls and events as the API routes.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine
+from starlette.datastructures import FormData
+
+from .. import _queries, _store
+from .._errors import ApiError
+from .._ingest import in_transaction
+from .._schemas import CostPolicy, LIMIT_FIELDS
+from ..routes._common import validate
+
+TEXT_FIELDS = ("action_on_breach", "timezone", "notify.slack_webhook", "notify.webhook")
+LIST_FIELDS = ("alert_thresholds", "notify.email")
+FORM_FIELDS = (*LIMIT_FIELDS, *TEXT_FIELDS, *LIST_FIELDS)
+TRANSITIONS = {"pause": ("paused", "agent.paused"), "resume": ("active", "agent.resumed"), "kill": ("killed", "agent.killed")}
+
+
+def _number(raw: str) -> Any:
+    """Intent counts are strict ints in the API; a non-number is passed through so the API's message names it."""
+    try:
+        return int(raw)
+    except ValueError:
+        return raw
+
+
+def _threshold(raw: str) -> Any:
+    try:
+        return float(raw)
+    except ValueError:
+        return raw
+
+
+def policy_body(form: FormData) -> dict[str, Any]:
+    """Form fields → the JSON body ``PUT …/policies/cost`` would receive (blank means unset)."""
+    body: dict[str, Any] = {}
+    notify: dict[str, Any] = {}
+    for name in LIMIT_FIELDS:
+        raw = str(form.get(name) or "").strip()
+        if raw:
+            body[name] = _number(raw) if name.startswith("max_intents") else raw
+    for name in ("action_on_breach", "timezone"):
+        raw = str(form.get(name) or "").strip()
+        if raw:
+            body[name] = raw
+    thresholds = [t for t in str(form.get("alert_thresholds") or "").replace(";", ",").split(",") if t.strip()]
+    body["alert_thresholds"] = [_threshold(t.strip()) for t in thresholds]
+    emails = [e for e in str(form.get("notify.email") or "").replace(";", ",").replace(" ", ",").split(",") if e]
+    if emails:
+        notify["email"] = emails
+    for name in ("slack_webhook", "webhook"):
+        raw = str(form.get(f"notify.{name}") or "").strip()
+        if raw:
+            notify[name] = raw
+    body["notify"] = notify
+    return body
+
+
+def form_errors(exc: ApiError) -> dict[str, str]:
+    """``details.errors`` → {form field: message}; errors about the whole policy go under ``""``."""
+    out: dict[str, str] = {}
+    for err in exc.details.get("errors", []) or [{"field": exc.details.get("field", ""), "message": exc.message}]:
+        parts = [p for p in str(err["field"]).split(".") if not p.isdigit()]
+        field = ".".join(parts)
+        if field not in FORM_FIELDS:
+            field = ""
+        out.setdefault(field, str(err["message"]))
+    return out
+
+
+def save_policy(engine: Engine, org: str, ref: str, form: FormData, now: datetime) -> tuple[dict[str, str], bool]:
+    """Validate and store; returns (errors by field, found). Same event as the API: ``policy.updated``."""
+    try:
+        policy = validate(CostPolicy, policy_body(form))
+    except ApiError as exc:
+        return form_errors(exc), True
+    ts = int(now.timestamp())
+
+    def tx(conn: Any) -> bool:
+        row = _queries.find_agent(conn, org, ref)
+        if row is None:
+            return False
+        _store.set_policy(conn, row["address_id"], policy.to_storage(), ts)
+        _store.add_event(conn, row["org"], row["address_id"], "policy.updated", {"agent": row["address"], "policy": policy.to_wire()}, ts)
+        return True
+
+    return {}, in_transaction(engine, tx)
+
+
+def change_state(engine: Engine, org: str, ref: str, action: str, now: datetime) -> bool:
+    """Pause / resume / kill with the API's event names; ``False`` if the agent is not visible."""
+    state, event = TRANSITIONS[action]
+    ts = int(now.timestamp())
+
+    def tx(conn: Any) -> bool:
+        row = _queries.find_agent(conn, org, ref)
+        if row is None:
+            return False
+        before = _store.set_state(conn, row["address_id"], state)
+        if before != state:
+            _store.add_event(conn, row["org"], row["address_id"], event, {"agent": row["address"], "from": before, "by": "admin"}, ts)
+        return True
+
+    return in_transaction(engine, tx)
+
+
+def form_values(policy: dict[str, Any] | None, form: FormData | None = None) -> dict[str, str]:
+    """What the editor's inputs show: the submitted text after an error, else the stored policy."""
+    if form is not None:
+        return {name: str(form.get(name) or "") for name in FORM_FIELDS}
+    policy = policy or {}
+    notify = policy.get("notify") or {}
+    values = {name: "" if policy.get(name) is None else str(policy[name]) for name in LIMIT_FIELDS}
+    values["action_on_breach"] = str(policy.get("action_on_breach") or "block")
+    values["timezone"] = str(policy.get("timezone") or "UTC")
+    values["alert_thresholds"] = ", ".join(str(t) for t in policy.get("alert_thresholds", [0.5, 0.8, 1.0]))
+    values["notify.email"] = ", ".join(notify.get("email") or [])
+    values["notify.slack_webhook"] = str(notify.get("slack_webhook") or "")
+    values["notify.webhook"] = str(notify.get("webhook") or "")
+    return values
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)[:300]
