@@ -13,7 +13,7 @@ from typing import Any
 from .._windows import parse_instant, zone
 from ._format import money, money_full
 
-WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 720, 220, 56, 28, 12
+WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 1100, 250, 64, 28, 12
 
 
 @dataclass(frozen=True, slots=True)

@@ -179,7 +179,8 @@ async def agent(request: Request) -> Response:
     page = await _agent_context(request, who)
     if page is None:
         return render(request, "not_found.html", session, status=404, who=who)
-    return render(request, "agent.html", session, values=_actions.form_values(page["policy"]), errors={}, saved=False, **page)
+    saved = request.query_params.get("saved") == "1"
+    return render(request, "agent.html", session, values=_actions.form_values(page["policy"]), errors={}, saved=saved, **page)
 
 
 async def agent_fragment(request: Request) -> Response:
@@ -211,7 +212,8 @@ async def save_policy(request: Request) -> Response:
     if errors:
         return render(request, "agent.html", session, status=422, values=_actions.form_values(None, form), errors=errors,
                       saved=False, **page)
-    return render(request, "agent.html", session, values=_actions.form_values(page["policy"]), errors={}, saved=True, **page)
+    # Post/Redirect/Get: a reload after saving must not submit the form again
+    return RedirectResponse(f"/dashboard/agents/{page['agent']['address_id']}?saved=1#policy", status_code=303)
 
 
 async def change_state(request: Request) -> Response:

@@ -1,0 +1,104 @@
+"""Dashboard over plain HTTP (no browser): CSRF, auth, escaping, and numbers equal to the JSON API."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from dashboard_helpers import EXPECTED, MAIN, XSS, XSS_MODEL, api_agent, api_costs, csrf_of, http_login
+from gateway_process import GatewayProcess
+
+
+def _aid(gw: GatewayProcess, agent: str) -> str:
+    return str(api_agent(gw, agent)["address_id"])
+
+
+def test_pages_need_a_session(gateway: GatewayProcess) -> None:
+    with httpx.Client(base_url=gateway.url, follow_redirects=False) as anon:
+        assert anon.get("/dashboard").headers["location"] == "/dashboard/login"
+        assert anon.get(f"/dashboard/agents/{_aid(gateway, MAIN)}").status_code == 303
+        assert anon.get("/dashboard/live/overview").status_code == 401
+
+
+def test_login_sets_httponly_samesite_cookie_and_rejects_unknown_keys(gateway: GatewayProcess) -> None:
+    with httpx.Client(base_url=gateway.url, follow_redirects=False) as http:
+        token = csrf_of(http.get("/dashboard/login").text)
+        bad = http.post("/dashboard/login", data={"api_key": "axme_sa_not_a_key", "csrf": token})
+        assert bad.status_code == 401 and "not known" in bad.text
+        ok = http.post("/dashboard/login", data={"api_key": gateway.admin_key, "csrf": token})
+        assert ok.status_code == 303
+        cookie = ok.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=lax" in cookie
+
+
+@pytest.mark.parametrize("path", ["/dashboard/login", "/dashboard/logout", "/dashboard/agents/{aid}/policy", "/dashboard/agents/{aid}/state"])
+def test_post_without_or_with_wrong_csrf_token_is_refused(gateway: GatewayProcess, path: str) -> None:
+    aid = _aid(gateway, MAIN)
+    with http_login(gateway, gateway.admin_key) as http:
+        url = path.format(aid=aid)
+        data = {"api_key": gateway.admin_key, "action": "kill", "max_cost_per_day_usd": "0.01"}
+        assert http.post(url, data=data).status_code == 403
+        assert http.post(url, data={**data, "csrf": "0" * 64}).status_code == 403
+    # and nothing happened: the agent is neither killed nor given a policy
+    assert api_agent(gateway, MAIN)["state"] == "active"
+
+
+def test_csrf_token_is_tied_to_the_session(gateway: GatewayProcess) -> None:
+    aid = _aid(gateway, MAIN)
+    with http_login(gateway, gateway.admin_key) as victim, http_login(gateway, gateway.admin_key) as attacker:
+        foreign = csrf_of(attacker.get("/dashboard").text)
+        assert victim.post(f"/dashboard/agents/{aid}/state", data={"action": "pause", "csrf": foreign}).status_code == 403
+
+
+def test_org_key_sees_only_its_org_and_cannot_edit(gateway: GatewayProcess) -> None:
+    key = gateway.create_key("acme")
+    with http_login(gateway, key) as http:
+        page = http.get("/dashboard").text
+        assert "researcher" in page and "summarizer" not in page
+        assert 'name="org"' not in page  # the org filter is for super-admins
+        agent_page = http.get(f"/dashboard/agents/{_aid(gateway, MAIN)}").text
+        assert "Save policy" not in agent_page
+        token = csrf_of(agent_page)
+        resp = http.post(f"/dashboard/agents/{_aid(gateway, MAIN)}/policy", data={"csrf": token, "max_cost_per_day_usd": "1"})
+        assert resp.status_code == 403
+        other = api_agent(gateway, "agent://globex/dev/summarizer")["address_id"]
+        assert http.get(f"/dashboard/agents/{other}").status_code == 404
+
+
+def test_user_strings_are_escaped(gateway: GatewayProcess) -> None:
+    with http_login(gateway, gateway.admin_key) as http:
+        html = http.get(f"/dashboard/agents/{_aid(gateway, MAIN)}", params={"view": "day", "intent": XSS}).text
+    assert XSS not in html and XSS_MODEL not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&lt;img src=x onerror=alert(2)&gt;" in html
+
+
+@pytest.mark.parametrize("view,bucket", [("day", "hour"), ("week", "day"), ("month", "day")])
+def test_page_totals_equal_the_json_api(gateway: GatewayProcess, view: str, bucket: str) -> None:
+    detail = api_agent(gateway, MAIN)
+    window = detail["windows"][view]
+    api = api_costs(gateway, MAIN, bucket, window["start"], window["end"])
+    with http_login(gateway, gateway.admin_key) as http:
+        html = http.get(f"/dashboard/agents/{detail['address_id']}", params={"view": view}).text
+    shown = re.search(r'id="chart-total" data-total="([^"]+)"', html)
+    assert shown and Decimal(shown.group(1)) == Decimal(api["totals"]["cost_usd"]) == Decimal(window["cost_usd"]) == EXPECTED[view]
+    assert len(re.findall(r'<rect [^>]*class="barfill"', html)) == len(api["series"])
+
+
+def test_policy_form_shows_the_api_validation_message_next_to_the_field(gateway: GatewayProcess) -> None:
+    aid = _aid(gateway, "agent://globex/dev/summarizer")
+    with http_login(gateway, gateway.admin_key) as http:
+        token = csrf_of(http.get(f"/dashboard/agents/{aid}").text)
+        resp = http.post(f"/dashboard/agents/{aid}/policy", data={"csrf": token, "max_cost_per_day_usd": "-5",
+                                                                  "max_intents_per_day": "many", "timezone": "Mars/Olympus"})
+        assert resp.status_code == 422
+        errors = dict(re.findall(r'data-field-error="([^"]+)">([^<]*)<', resp.text))
+        assert errors["max_cost_per_day_usd"] == "must not be negative"
+        assert "integer" in errors["max_intents_per_day"]
+        assert "unknown IANA timezone" in errors["timezone"]
+        with gateway.client() as api:  # the same body through the API names the same first problem
+            body = api.put(f"/v1/mesh/agents/{aid}/policies/cost", json={"max_cost_per_day_usd": "-5"}).json()
+        assert body["error"]["details"]["errors"][0]["message"] == errors["max_cost_per_day_usd"]
+        assert 'value="-5"' in resp.text  # the user's input is kept for correction
