@@ -73,6 +73,7 @@ def test_normal_exit_flushes(gw: StubGateway, spool_dir: Path) -> None:
     assert gw.total_cost() == Decimal(priced["cost"]) == 3 * CALL
 
 
+@pytest.mark.skipif(int(__import__("openai").__version__.split(".")[0]) < 3, reason="openai 2.x uses httpx, not httpx2")
 def test_an_openai_3_app_without_httpx_sends_through_httpx2(gw: StubGateway, spool_dir: Path) -> None:
     """The sender must not import ``httpx`` on its thread while openai 3.x peeks at ``sys.modules``."""
     env = _env(gw, spool_dir, interval="0.05")
