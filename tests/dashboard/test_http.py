@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from decimal import Decimal
 
@@ -32,6 +33,35 @@ def test_login_sets_httponly_samesite_cookie_and_rejects_unknown_keys(gateway: G
         assert ok.status_code == 303
         cookie = ok.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=lax" in cookie
+        assert gateway.admin_key.lower() not in cookie  # only the key's digest, signed
+        assert http.get("/dashboard").status_code == 200
+        logout_token = csrf_of(http.get("/dashboard").text)
+        assert http.post("/dashboard/logout", data={"csrf": logout_token}).status_code == 303
+        assert http.get("/dashboard").status_code == 303  # logged out
+
+
+def test_tampered_session_cookie_is_not_a_session(gateway: GatewayProcess) -> None:
+    with http_login(gateway, gateway.admin_key) as http:
+        cookie = http.cookies["axme_dashboard"]
+        http.cookies.set("axme_dashboard", cookie[:-3] + ("AAA" if not cookie.endswith("AAA") else "BBB"), path="/dashboard")
+        assert http.get("/dashboard").status_code == 303
+
+
+def test_empty_state_shows_the_three_lines(gateway: GatewayProcess) -> None:
+    with http_login(gateway, gateway.create_key("newcomer")) as http:
+        page = http.get("/dashboard").text
+    assert "No agents yet" in page
+    code = 'import axme_meter\nclient = axme_meter.OpenAI()\nwith axme_meter.agent("agent://myorg/prod/my-agent"): ...'
+    assert code in html.unescape(page)
+    assert "AXME_GATEWAY_URL" in page and "AXME_API_KEY" in page
+
+
+def test_admin_org_and_text_filters(gateway: GatewayProcess) -> None:
+    with http_login(gateway, gateway.admin_key) as http:
+        by_org = http.get("/dashboard/live/overview", params={"org": "globex"}).text
+        by_text = http.get("/dashboard", params={"q": "RESEARCH"}).text
+    assert "summarizer" in by_org and "researcher" not in by_org
+    assert "researcher" in by_text and "summarizer" not in by_text
 
 
 @pytest.mark.parametrize("path", ["/dashboard/login", "/dashboard/logout", "/dashboard/agents/{aid}/policy", "/dashboard/agents/{aid}/state"])
@@ -70,9 +100,9 @@ def test_org_key_sees_only_its_org_and_cannot_edit(gateway: GatewayProcess) -> N
 
 def test_user_strings_are_escaped(gateway: GatewayProcess) -> None:
     with http_login(gateway, gateway.admin_key) as http:
-        html = http.get(f"/dashboard/agents/{_aid(gateway, MAIN)}", params={"view": "day", "intent": XSS}).text
-    assert XSS not in html and XSS_MODEL not in html
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&lt;img src=x onerror=alert(2)&gt;" in html
+        body = http.get(f"/dashboard/agents/{_aid(gateway, MAIN)}", params={"view": "day", "intent": XSS}).text
+    assert XSS not in body and XSS_MODEL not in body
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and "&lt;img src=x onerror=alert(2)&gt;" in body
 
 
 @pytest.mark.parametrize("view,bucket", [("day", "hour"), ("week", "day"), ("month", "day")])
@@ -81,10 +111,10 @@ def test_page_totals_equal_the_json_api(gateway: GatewayProcess, view: str, buck
     window = detail["windows"][view]
     api = api_costs(gateway, MAIN, bucket, window["start"], window["end"])
     with http_login(gateway, gateway.admin_key) as http:
-        html = http.get(f"/dashboard/agents/{detail['address_id']}", params={"view": view}).text
-    shown = re.search(r'id="chart-total" data-total="([^"]+)"', html)
+        body = http.get(f"/dashboard/agents/{detail['address_id']}", params={"view": view}).text
+    shown = re.search(r'id="chart-total" data-total="([^"]+)"', body)
     assert shown and Decimal(shown.group(1)) == Decimal(api["totals"]["cost_usd"]) == Decimal(window["cost_usd"]) == EXPECTED[view]
-    assert len(re.findall(r'<rect [^>]*class="barfill"', html)) == len(api["series"])
+    assert len(re.findall(r'<rect [^>]*class="barfill"', body)) == len(api["series"])
 
 
 def test_policy_form_shows_the_api_validation_message_next_to_the_field(gateway: GatewayProcess) -> None:

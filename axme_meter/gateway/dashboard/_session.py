@@ -1,8 +1,9 @@
 """Dashboard sessions and CSRF tokens.
 
 The session is a signed (itsdangerous) cookie holding a random nonce and, once
-logged in, the API key the user pasted: the key stays the only credential, so
-revoking it in the database logs the browser out on the next request. The CSRF
+logged in, the sha256 of the API key the user pasted (the same digest the keys
+table stores, so the key itself never sits in a cookie); the key row is looked up
+on every request, so deleting the key logs the browser out at once. The CSRF
 token is an HMAC of the nonce, so it is tied to the session and a forged form
 from another site (which cannot read the cookie) cannot produce it.
 

@@ -13,12 +13,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from .._auth import Principal
+from .._db import api_keys
+from .._store import hash_key
 from . import _actions, _chart, _data
 from ._format import FILTERS
 from ._session import Session, Sessions
@@ -55,11 +58,18 @@ def render(request: Request, name: str, session: Session | None, status: int = 2
     return HTMLResponse(html, status_code=status, headers=_HEADERS)
 
 
+def _principal_by_hash(engine: Any, digest: str) -> Principal | None:
+    """The key row behind a session, looked up per request so a deleted key ends the session at once."""
+    with engine.connect() as conn:
+        row = conn.execute(select(api_keys).where(api_keys.c.key_hash == digest)).mappings().first()
+    return Principal(row["org"], bool(row["is_admin"]), row["agent"]) if row else None
+
+
 async def _who(request: Request) -> tuple[Session | None, Principal | None]:
     session = _sessions(request).load(request)
     if session is None or session.key is None:
         return session, None
-    principal = await run_in_threadpool(_gw(request).keys.resolve, session.key)
+    principal = await run_in_threadpool(_principal_by_hash, _gw(request).engine, session.key)
     return session, principal
 
 
@@ -109,7 +119,8 @@ async def login(request: Request) -> Response:
         return render(request, "login.html", session, status=401, error="That API key is not known to this gateway.")
     sessions = _sessions(request)
     response = RedirectResponse("/dashboard", status_code=303)
-    sessions.save(response, sessions.new(key), secure=request.url.scheme == "https")
+    # the cookie holds the key's sha256 (as the database does), never the key itself
+    sessions.save(response, sessions.new(hash_key(key)), secure=request.url.scheme == "https")
     return response
 
 
