@@ -12,7 +12,7 @@ from pathlib import Path
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import _views
+from . import _login, _views
 
 _AGENT = "/agents/{address_id}"
 
@@ -25,9 +25,9 @@ def dashboard_routes() -> list[BaseRoute]:
 def dashboard_mount() -> Mount:
     return Mount("/dashboard", routes=[
         Route("/", _views.overview, methods=["GET"]),
-        Route("/login", _views.login_page, methods=["GET"]),
-        Route("/login", _views.login, methods=["POST"]),
-        Route("/logout", _views.logout, methods=["POST"]),
+        Route("/login", _login.login_page, methods=["GET"]),
+        Route("/login", _login.login, methods=["POST"]),
+        Route("/logout", _login.logout, methods=["POST"]),
         Route("/live/overview", _views.overview_fragment, methods=["GET"]),
         Route("/live" + _AGENT, _views.agent_fragment, methods=["GET"]),
         Route(_AGENT, _views.agent, methods=["GET"]),
