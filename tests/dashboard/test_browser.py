@@ -69,6 +69,9 @@ def test_policy_breach_turns_the_badge_blocked_without_reload(page: Any, gateway
     assert page.evaluate("window.__sameDocument") is True
     assert api_agent(gateway, agent)["state"] == "blocked"
     assert "left of $1.00" in page.inner_text("#agent-live .budgets")
+    page.wait_for_selector("#events .event-agent-blocked")  # the breach is listed under recent events
+    assert page.evaluate("window.__sameDocument") is True
+    page.screenshot(path=str(artifacts / "dashboard-agent-blocked.png"), full_page=True)
 
     page.goto(f"{gateway.url}/dashboard")  # the overview row turns too
     page.evaluate("window.__sameDocument = true")

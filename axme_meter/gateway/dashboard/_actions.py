@@ -7,7 +7,6 @@ use the same ``_store`` calls and events as the API routes.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -128,7 +127,3 @@ def form_values(policy: dict[str, Any] | None, form: FormData | None = None) -> 
     values["notify.slack_webhook"] = str(notify.get("slack_webhook") or "")
     values["notify.webhook"] = str(notify.get("webhook") or "")
     return values
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)[:300]

@@ -6,6 +6,7 @@ cents with the exact value kept for the ``title`` tooltip, so nothing is lost.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
@@ -73,9 +74,29 @@ def duration(start: str | None, end: str | None) -> str:
     return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
 
 
+def event_details(data: Any) -> str:
+    """An event's data as ``key value · …``: the agent is already the page's subject and nulls say nothing."""
+    if not isinstance(data, dict):
+        return str(data)
+    parts = []
+    for key, value in data.items():
+        if key == "agent" or value is None or value == [] or value == {}:
+            continue
+        if isinstance(value, dict):
+            value = event_details(value)
+        parts.append(f"{key.removeprefix('max_').replace('_', ' ')} {value}")
+    return " · ".join(parts)[:400]
+
+
+def dumps(value: Any) -> str:
+    """Raw JSON of an event for its tooltip (escaped by the template like everything else)."""
+    return json.dumps(value, sort_keys=True)[:1000]
+
+
 def local(moment: datetime, tz_name: str | None) -> datetime:
     return moment.astimezone(zone(tz_name))
 
 
 FILTERS = {"money": money, "money_full": money_full, "number": number, "when": when, "pct": percent_used,
-           "policy_value": policy_value, "duration": duration}
+           "policy_value": policy_value, "duration": duration,
+           "event_details": event_details, "dumps": dumps}

@@ -20,7 +20,6 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 
 from .._auth import Principal
 from .._db import api_keys
-from ._actions import dumps
 from ._format import FILTERS
 from ._session import Session, Sessions
 
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
 _ENV = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")),
                    autoescape=select_autoescape(default=True, default_for_string=True), trim_blocks=True, lstrip_blocks=True)
 _ENV.filters.update(FILTERS)
-_ENV.filters["dumps"] = dumps
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
