@@ -84,6 +84,8 @@ def event_details(data: Any) -> str:
             continue
         if isinstance(value, dict):
             value = event_details(value)
+            if not value:
+                continue
         parts.append(f"{key.removeprefix('max_').replace('_', ' ')} {value}")
     return " · ".join(parts)[:400]
 
