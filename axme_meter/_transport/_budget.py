@@ -6,7 +6,9 @@ Two paths touch this module and both must be cheap:
   With nothing blocked it reads one module global and returns.
 * :func:`account` runs after every priced call (a meter listener). It keeps a
   running per-agent spend counter and compares the spend the gateway has not
-  seen yet against the last ``remaining`` the gateway reported (the *lease*).
+  seen yet against the last ``remaining`` the gateway reported (the *lease*; our
+  gateway also sends ``lease``, this process's share when several processes meter
+  one agent, and that is used instead so N processes cannot overshoot N-fold).
   If the next call would exceed it, the agent is blocked locally; when half of
   it is used, the sender is woken for an early heartbeat.
 
@@ -273,8 +275,10 @@ def apply_answer(agents: Mapping[str, AgentState], base: Mapping[str, int]) -> N
                 _leases.pop(agent, None)
                 _lift_locked(agent, LEASE)
                 continue
-            tightest = min(leased, key=lambda p: p.remaining or 0)
-            lease = _leases[agent] = Lease(tightest.remaining or 0, base.get(agent, 0), tightest)
+            # The gateway's ``lease`` is our share when several processes meter this agent; without it
+            # (AXME Cloud) every process leases all of ``remaining``.
+            tightest = min(leased, key=_leasable)
+            lease = _leases[agent] = Lease(_leasable(tightest), base.get(agent, 0), tightest)
             unsent = _spent.get(agent, 0) - lease.base
             if unsent > 0 and unsent * 2 >= lease.remaining:
                 lease.woke = True
@@ -283,6 +287,12 @@ def apply_answer(agents: Mapping[str, AgentState], base: Mapping[str, int]) -> N
                 _set(agent, _lease_block(lease, unsent))
             else:
                 _lift_locked(agent, LEASE)
+
+
+def _leasable(p: PolicyState) -> int:
+    """What this process may spend of a policy before the gateway sees it: ``lease`` if sent, else ``remaining``."""
+    remaining = p.remaining or 0
+    return min(p.lease, remaining) if p.lease is not None else remaining
 
 
 def apply_error(err: BlockError, fallback_agent: str | None = None, intent: str | None = None) -> Block | None:

@@ -177,6 +177,8 @@ class PolicyState:
     resets_at: float | None = None
     #: Set only for per-intent policies the gateway scopes to one intent.
     intent_id: str | None = None
+    #: Our gateway's per-process share of ``remaining`` (remaining / live client instances); AXME Cloud omits it.
+    lease: int | None = None
 
 
 @dataclass(slots=True)
@@ -220,6 +222,7 @@ def parse_agents(body: object) -> dict[str, AgentState]:
                     remaining=parse_money(raw.get("remaining")),
                     resets_at=parse_iso(raw.get("resets_at")),
                     intent_id=raw.get("intent_id") if isinstance(raw.get("intent_id"), str) else None,
+                    lease=parse_money(raw.get("lease")),
                 )
             )
         out[str(address)] = AgentState(state=str(info.get("state") or "active"), policies=policies)

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Arbitrary constant naming this app's advisory lock on PostgreSQL.
 _MIGRATION_LOCK = 0x41584D45  # "AXME"
 
@@ -126,6 +126,19 @@ alert_claims = Table(
 )
 
 
+#: Client instances (the ``<instance>`` of ``hb_<instance>_<seq>_<n>`` entry ids) per agent and when each
+#: last sent a heartbeat: the gateway divides ``remaining`` by how many are live so that N processes
+#: sharing one agent each lease 1/N of it instead of all of it (schema version 2).
+instances = Table(
+    "axme_instances",
+    metadata,
+    Column("address_id", String(40), primary_key=True),
+    Column("instance", String(64), primary_key=True),  # '' for entries without the hb_<instance>_… id form
+    Column("last_seen", BigInteger, nullable=False),
+    Index("ix_axme_instances_seen", "address_id", "last_seen"),
+)
+
+
 def normalise_url(url: str) -> str:
     """``postgresql://`` means psycopg 3 here; ``sqlite:///path`` and ``postgresql+psycopg://`` pass through."""
     for prefix in ("postgresql://", "postgres://"):
@@ -179,4 +192,5 @@ def migrate(engine: Engine) -> None:
         if current is None:
             conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
         elif current < SCHEMA_VERSION:  # future migrations go here, one step per version
+            # 1 → 2: adds axme_instances only, which create_all above already made; no data to move.
             conn.execute(schema_version.update().values(version=SCHEMA_VERSION))

@@ -101,6 +101,8 @@ def _ingest_tx(conn: Connection, entries: Sequence[HeartbeatEntry], addresses: S
             fresh.add(first[(org, entry_id)])
     alerts = _book(conn, [(entries[i], addresses[i]) for i in sorted(fresh)], rows, now, ts)
     _store.touch_agents(conn, rows.keys(), ts)
+    _store.note_instances(conn, ((_store.address_id(a), _store.instance_of(i)) for i, a in zip(ids, addresses)), ts)
+    live = _store.count_instances(conn, rows.keys(), ts)
     intents_here: dict[str, set[str]] = defaultdict(set)
     for e, a in zip(entries, addresses):
         if e.intent_id:
@@ -108,6 +110,7 @@ def _ingest_tx(conn: Connection, entries: Sequence[HeartbeatEntry], addresses: S
     unique = list(dict.fromkeys(addresses))
     statuses = load_statuses(conn, [rows[_store.address_id(a)] for a in unique], now, intents_here)
     for address in unique:
+        statuses[address].instances = live[_store.address_id(address)]
         alerts.extend(after_evaluation(conn, rows[_store.address_id(address)], statuses[address], ts))
     results = [
         {"id": entry_id, "status": "recorded" if i in fresh else "duplicate", "error": None} for i, entry_id in enumerate(ids)
@@ -229,6 +232,7 @@ def _intent_tx(conn: Connection, address: str, intent_id: str, labels: Mapping[s
         # (SQLite needs nothing: BEGIN IMMEDIATE already admits one writer at a time)
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(aid[5:20], 16)})
     status = load_status(conn, row, now, {intent_id})
+    status.instances = _store.count_instances(conn, [aid], ts)[aid]
     refusal = None
     if status.state in ("active", "blocked"):
         refusal = intent_refusal(status, policy, intent_id)

@@ -61,11 +61,15 @@ class PolicyStatus:
     def fmt(self, value: int) -> str:
         return usd(value) if self.kind == "usd" else str(value)
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self, instances: int | None = None) -> dict[str, Any]:
+        """Wire form; with ``instances`` (live client processes) adds ``lease`` = this process's share of
+        ``remaining``, so N processes leasing at once cannot together overshoot by N × remaining."""
         out: dict[str, Any] = {
             "name": self.name, "limit": self.fmt(self.limit), "spent": self.fmt(self.spent),
             "remaining": self.fmt(self.remaining), "resets_at": iso(self.resets_at),
         }
+        if instances is not None:
+            out["lease"] = self.fmt(self.remaining // max(instances, 1))
         if self.kind != "usd":
             out["unit"] = self.kind
         if self.window:
@@ -82,10 +86,12 @@ class AgentStatus:
     state: str  # active | blocked | paused | killed
     policies: list[PolicyStatus] = field(default_factory=list)
     breach: PolicyStatus | None = None  # the policy that blocks (or first breached one)
+    #: Live client instances of this agent; set on heartbeat/intent answers, where it adds ``lease``.
+    instances: int | None = None
 
     def to_wire(self, *, money_only: bool = False) -> dict[str, Any]:
         shown = [p for p in self.policies if p.kind == "usd" or not money_only]
-        return {"address_id": self.address_id, "state": self.state, "policies": [p.to_wire() for p in shown]}
+        return {"address_id": self.address_id, "state": self.state, "policies": [p.to_wire(self.instances) for p in shown]}
 
 
 def windows_needed(policy: CostPolicy | None) -> set[str]:

@@ -13,11 +13,11 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import and_, select, tuple_, update
+from sqlalchemy import and_, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from ._db import agents, alert_claims, api_keys, counters, entries, events, intents
+from ._db import agents, alert_claims, api_keys, counters, entries, events, instances, intents
 
 COUNTER_FIELDS = ("cost_pico", "llm_calls", "tokens_in", "tokens_out", "heartbeats", "intents")
 
@@ -73,6 +73,56 @@ def record_entries(conn: Connection, org: str, rows: Sequence[tuple[str, str]], 
     params = [{"org": org, "entry_id": e, "address_id": a, "received_at": now} for e, a in rows]
     stmt = _insert(conn, entries).on_conflict_do_nothing(index_elements=["org", "entry_id"]).returning(entries.c.entry_id)
     return set(conn.execute(stmt, params).scalars())
+
+
+#: An instance counts towards the lease split while its last heartbeat is this recent (two 30 s intervals).
+INSTANCE_WINDOW_SECONDS = 60
+#: Instance rows older than this are deleted (processes come and go; the table must not grow forever).
+INSTANCE_EXPIRY_SECONDS = 86_400
+
+
+def instance_of(entry_id: str) -> str:
+    """``hb_<instance>_<seq>_<n>`` → ``<instance>``; ``''`` for any other id, so such clients count as one."""
+    if not entry_id.startswith("hb_"):
+        return ""
+    parts = entry_id[3:].rsplit("_", 2)
+    return parts[0][:64] if len(parts) == 3 and parts[0] else ""
+
+
+def note_instances(conn: Connection, seen: Iterable[tuple[str, str]], now: int) -> None:
+    """Upsert ``(address_id, instance) → last_seen`` (monotonic, like ``touch_agents``) and drop expired rows.
+
+    Sorted by primary key: one lock order across replicas, as for the counters."""
+    rows = [{"address_id": a, "instance": i, "last_seen": now} for a, i in sorted(set(seen))]
+    if not rows:
+        return
+    stmt = _insert(conn, instances)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["address_id", "instance"],
+        set_={"last_seen": stmt.excluded.last_seen},
+        where=instances.c.last_seen < stmt.excluded.last_seen,
+    )
+    conn.execute(stmt, rows)
+    conn.execute(
+        instances.delete().where(
+            instances.c.address_id.in_(sorted({r["address_id"] for r in rows})),
+            instances.c.last_seen < now - INSTANCE_EXPIRY_SECONDS,
+        )
+    )
+
+
+def count_instances(conn: Connection, ids: Iterable[str], now: int) -> dict[str, int]:
+    """Live client instances per agent (heartbeat within ``INSTANCE_WINDOW_SECONDS``); at least 1 each."""
+    ids = sorted(set(ids))
+    if not ids:
+        return {}
+    rows = conn.execute(
+        select(instances.c.address_id, func.count())
+        .where(instances.c.address_id.in_(ids), instances.c.last_seen >= now - INSTANCE_WINDOW_SECONDS)
+        .group_by(instances.c.address_id)
+    )
+    found = {r[0]: int(r[1]) for r in rows}
+    return {aid: max(found.get(aid, 0), 1) for aid in ids}
 
 
 CounterKey = tuple[str, str, int, str, str]  # address_id, window, start, dim, key

@@ -75,7 +75,7 @@ def test_block_records_spend_answers_429_and_refuses_intents(gateway: GatewayPro
         assert first.status_code == 200
         assert first.json()["agents"][agent]["policies"][0] == {
             "name": "max_cost_per_day_usd", "limit": "1.00", "spent": "0.60", "remaining": "0.40",
-            "resets_at": "2026-11-29T00:00:00Z", "window": "day"}
+            "resets_at": "2026-11-29T00:00:00Z", "window": "day", "lease": "0.40"}
         assert http.post("/v1/mesh/intents", json={"agent": agent}).status_code == 201
         blocked = send(http, entry(agent, "0.60"))
         assert blocked.status_code == 429
@@ -180,3 +180,21 @@ def test_per_intent_budget(gateway: GatewayProcess, agent: str) -> None:
         refused = http.post("/v1/mesh/intents", json={"agent": agent, "intent_id": big})
         assert refused.status_code == 429 and refused.json()["error"]["intent_id"] == big
         assert http.post("/v1/mesh/intents", json={"agent": agent, "intent_id": small}).status_code == 201
+
+
+def test_lease_splits_remaining_between_live_client_instances(clocked_gateway: GatewayProcess, agent: str) -> None:
+    """Each policy's ``lease`` is remaining / distinct ``hb_<instance>_…`` senders of the last minute."""
+    gw = clocked_gateway
+    with gw.client() as http:
+        http.put(policy_path(agent), json={"max_cost_per_day_usd": "1.00"})
+        one = send(http, entry(agent, "0.20", id="hb_aaaa_1_0")).json()["agents"][agent]["policies"][0]
+        assert one["remaining"] == "0.80" and one["lease"] == "0.80"
+        two = send(http, entry(agent, "0.20", id="hb_bbbb_1_0")).json()["agents"][agent]["policies"][0]
+        assert two["remaining"] == "0.60" and two["lease"] == "0.30"
+        again = send(http, entry(agent, "0.00", id="hb_aaaa_2_0")).json()["agents"][agent]["policies"][0]
+        assert again["lease"] == "0.30"  # the same instance again is not a third one
+        made = http.post("/v1/mesh/intents", json={"agent": agent})
+        assert made.status_code == 201 and made.json()["policies"][0]["lease"] == "0.30"
+        gw.set_clock("2026-11-28T12:01:30Z")  # instance bbbb has gone quiet for 90 s
+        alone = send(http, entry(agent, "0.00", id="hb_aaaa_3_0")).json()["agents"][agent]["policies"][0]
+        assert alone["remaining"] == "0.60" and alone["lease"] == "0.60"

@@ -11,7 +11,7 @@ import pytest
 import axme_meter
 from axme_meter import _guard, _transport
 from axme_meter._transport import _budget
-from axme_meter._transport._wire import BlockError
+from axme_meter._transport._wire import BlockError, parse_agents
 from gateway_stub import StubGateway
 from transport_helpers import AGENT, CountingOpenAI, chat, wait_for
 
@@ -230,3 +230,31 @@ def test_message_names_agent_policy_and_amounts() -> None:
     block = _budget.Block(_budget.GATEWAY, "max_cost_per_day_usd", 50 * 10**12, 50_120_000_000_000, None)
     err = block.error(AGENT, "int_1")
     assert str(err) == f"{AGENT} is over max_cost_per_day_usd: spent $50.12 of $50.00"
+
+
+def test_gateway_lease_share_is_honoured_over_remaining() -> None:
+    """With ``lease`` in the answer (our gateway, N processes) the local lease is that share, not all of ``remaining``."""
+    answer = parse_agents({"agents": {AGENT: {"state": "active", "policies": [
+        {"name": "max_cost_per_day_usd", "limit": "1.00", "spent": "0.00", "remaining": "1.00", "lease": "0.25",
+         "resets_at": "2099-01-01T00:00:00Z"}]}}})
+    assert answer[AGENT].policies[0].lease == 250_000_000_000
+    _budget.apply_answer(answer, {})
+    assert Decimal(_budget.status()["leases"][AGENT]) == Decimal("0.25")
+    pico = 10**12
+    _budget.account(AGENT, None, pico // 10, time.time())  # $0.10 spent, a next $0.10 still fits in $0.25
+    assert not _blocked()
+    _budget.account(AGENT, None, pico // 10, time.time())  # $0.20: a third call would pass the share (not remaining)
+    assert _blocked()
+    with pytest.raises(axme_meter.BudgetExceeded) as info:
+        _budget.check(AGENT, None)
+    assert "would exceed the remaining budget" in str(info.value)
+
+
+def test_without_lease_field_remaining_is_the_lease() -> None:
+    """AXME Cloud sends no ``lease``: the whole ``remaining`` is leased, as before."""
+    answer = parse_agents({"agents": {AGENT: {"state": "active", "policies": [
+        {"name": "max_cost_per_day_usd", "limit": "1.00", "spent": "0.40", "remaining": "0.60",
+         "resets_at": "2099-01-01T00:00:00Z"}]}}})
+    assert answer[AGENT].policies[0].lease is None
+    _budget.apply_answer(answer, {})
+    assert Decimal(_budget.status()["leases"][AGENT]) == Decimal("0.60")
