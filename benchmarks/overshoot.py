@@ -5,13 +5,15 @@ threads calling ``axme_meter.OpenAI`` against the loopback OpenAI simulator as
 fast as they can. The spend the gateway records beyond $X is the overshoot. Two
 phases in the same run, same settings, fresh agent each:
 
-* ``leases``   - the transport as shipped: leases from the gateway's ``remaining``
+* ``leases``   - the transport as shipped: leases from the gateway's per-process
+  ``lease`` (``remaining`` / live client instances; ``remaining`` when absent)
   and early heartbeats when half of it is used;
 * ``interval`` - the baseline: blocks arrive only with the regular heartbeat
   (leases and early wake-ups switched off by patching the transport in the
   worker processes; the transport has no public switch for this);
-* ``shared`` (with --shared, an experiment) - as ``leases``, but each process
-  leases ``remaining / processes``, the split the transport does not make.
+* ``shared`` (with --shared, an experiment from before the gateway sent ``lease``) -
+  as ``leases``, further divided by ``processes``; now that the gateway splits, this
+  divides twice and only shows what an even smaller share would do.
 
 The target is an overshoot no larger than the calls in flight (64).
 Everything stays on 127.0.0.1; each phase is bounded by --phase-seconds.
