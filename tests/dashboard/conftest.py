@@ -28,8 +28,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
         yield gw
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped: playwright's sync API keeps an event loop marked as running on this
+    thread until it stops, which would break every later test that calls asyncio.run()."""
     if not (os.path.exists(CHROMIUM) and shutil.which(CHROMIUM)):
         pytest.skip(f"Debian chromium not found at {CHROMIUM}")
     try:
