@@ -67,7 +67,7 @@ class _SyncMetering:
         call = begin(options, stream, getattr(self, "_azure_deployment", None)) if options.method == "post" else None
         if call is None:
             return super().request(cast_to, options, stream=stream, stream_cls=stream_cls)  # type: ignore[misc]
-        if stream_cls is not None:
+        if stream and stream_cls is not None:  # only a streamed call ever builds a stream object
             stream_cls = metered_stream_class(stream_cls)
         token = _current_call.set(call)
         try:
@@ -96,7 +96,7 @@ class _AsyncMetering:
         call = begin(options, stream, getattr(self, "_azure_deployment", None)) if options.method == "post" else None
         if call is None:
             return await super().request(cast_to, options, stream=stream, stream_cls=stream_cls)  # type: ignore[misc]
-        if stream_cls is not None:
+        if stream and stream_cls is not None:  # only a streamed call ever builds a stream object
             stream_cls = metered_stream_class(stream_cls)
         token = _current_call.set(call)
         try:
