@@ -147,8 +147,26 @@ class Bucket:
         self.pricing_version = rec.pricing_version
 
 
+class _Slot:
+    """Pending counters of one agent × intent × model (merged into buckets at drain time)."""
+
+    __slots__ = ("totals", "window_start", "window_end", "pricing_version")
+
+    def __init__(self, at: float) -> None:
+        self.totals = Totals()
+        self.window_start = at
+        self.window_end = at
+        self.pricing_version = ""
+
+
 class Meter:
-    """Thread-safe aggregation of :class:`CallRecord` s. One per process."""
+    """Thread-safe aggregation of :class:`CallRecord` s. One per process.
+
+    The hot path touches two counters per call, both keyed by agent × intent × model:
+    one for the process lifetime, one pending for the sender. Breakdowns by agent,
+    intent and model, and the per agent × intent buckets, are built when read
+    (``snapshot``, ``drain``), which is rare.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -159,23 +177,23 @@ class Meter:
         os.register_at_fork(after_in_child=self._after_fork_in_child)
 
     def _clear(self) -> None:
-        self._total = Totals()
-        self._by_agent: dict[str, Totals] = {}
-        self._by_intent: dict[str | None, Totals] = {}
-        self._by_model: dict[str, Totals] = {}
-        self._pending: dict[tuple[str, str | None], Bucket] = {}
+        self._lifetime: dict[tuple[str, str | None, str], Totals] = {}
+        self._pending: dict[tuple[str, str | None, str], _Slot] = {}
 
     def record(self, rec: CallRecord) -> None:
+        key = (rec.agent, rec.intent, rec.model)
         with self._lock:
-            self._total.add(rec)
-            _slot(self._by_agent, rec.agent).add(rec)
-            _slot(self._by_intent, rec.intent).add(rec)
-            _slot(self._by_model, rec.model).add(rec)
-            key = (rec.agent, rec.intent)
-            bucket = self._pending.get(key)
-            if bucket is None:
-                bucket = self._pending[key] = Bucket(rec.agent, rec.intent, rec.at, rec.at)
-            bucket.add(rec)
+            totals = self._lifetime.get(key)
+            if totals is None:
+                totals = self._lifetime[key] = Totals()
+            totals.add(rec)
+            slot = self._pending.get(key)
+            if slot is None:
+                slot = self._pending[key] = _Slot(rec.at)
+            slot.totals.add(rec)
+            if rec.at > slot.window_end:
+                slot.window_end = rec.at
+            slot.pricing_version = rec.pricing_version
         for listener in self._listeners:
             listener(rec)
 
@@ -188,24 +206,36 @@ class Meter:
 
     def snapshot(self) -> Spend:
         with self._lock:
-            return Spend(
-                total=self._total.copy(),
-                by_agent={k: v.copy() for k, v in self._by_agent.items()},
-                by_intent={k: v.copy() for k, v in self._by_intent.items()},
-                by_model={k: v.copy() for k, v in self._by_model.items()},
-            )
+            items = [(key, totals.copy()) for key, totals in self._lifetime.items()]
+        spend = Spend(total=Totals(), by_agent={}, by_intent={}, by_model={})
+        for (agent, intent, model), totals in items:
+            spend.total.merge(totals)
+            _slot(spend.by_agent, agent).merge(totals)
+            _slot(spend.by_intent, intent).merge(totals)
+            _slot(spend.by_model, model).merge(totals)
+        return spend
 
     def drain(self) -> list[Bucket]:
         """Take every pending bucket. The caller now owns them (and must spool what it can't send)."""
         with self._lock:
-            buckets = list(self._pending.values())
+            pending = self._pending
             self._pending = {}
-        return buckets
+        buckets: dict[tuple[str, str | None], Bucket] = {}
+        for (agent, intent, model), slot in pending.items():
+            bucket = buckets.get((agent, intent))
+            if bucket is None:
+                bucket = buckets[(agent, intent)] = Bucket(agent, intent, slot.window_start, slot.window_end)
+            bucket.totals.merge(slot.totals)
+            bucket.by_model[model] = slot.totals
+            bucket.window_start = min(bucket.window_start, slot.window_start)
+            bucket.window_end = max(bucket.window_end, slot.window_end)
+            bucket.pricing_version = slot.pricing_version
+        return list(buckets.values())
 
     def pending_cost(self, agent: str) -> int:
         """Undrained spend of ``agent`` in pico-dollars."""
         with self._lock:
-            return sum(b.totals.cost_pico for (a, _), b in self._pending.items() if a == agent)
+            return sum(slot.totals.cost_pico for (a, _, _), slot in self._pending.items() if a == agent)
 
     def reset(self) -> None:
         """Forget totals and pending buckets (tests and notebooks)."""
