@@ -83,15 +83,26 @@ async def agent_fragment(request: Request) -> Response:
     return render(request, "_agent_live.html", None, **page)
 
 
-async def save_policy(request: Request) -> Response:
+async def _admin_form(request: Request, needs: str) -> tuple[Any, Any, Principal | None, Response | None]:
+    """The shared gate of every admin form: CSRF token, a logged-in key, and an admin one.
+
+    Returns (form, session, principal, None), or a refusal response as the last item.
+    """
     form, session, ok = await checked_form(request)
     if not ok:
-        return forbidden()
+        return form, session, None, forbidden()
     _s, who = await who_is(request)
     if who is None:
-        return to_login()
+        return form, session, None, to_login()
     if not who.is_admin:
-        return forbidden("changing a policy needs an admin key")
+        return form, session, None, forbidden(f"{needs} needs an admin key")
+    return form, session, who, None
+
+
+async def save_policy(request: Request) -> Response:
+    form, session, who, refused = await _admin_form(request, "changing a policy")
+    if refused is not None or who is None:
+        return refused or to_login()
     ref = request.path_params["address_id"]
     errors, found = await run_in_threadpool(_actions.save_policy, gw(request).engine, who.org, ref, form, gw(request).clock.now())
     if not found:
@@ -107,14 +118,9 @@ async def save_policy(request: Request) -> Response:
 
 
 async def change_state(request: Request) -> Response:
-    form, _session, ok = await checked_form(request)
-    if not ok:
-        return forbidden()
-    _s, who = await who_is(request)
-    if who is None:
-        return to_login()
-    if not who.is_admin:
-        return forbidden("pausing, resuming or killing an agent needs an admin key")
+    form, _session, who, refused = await _admin_form(request, "pausing, resuming or killing an agent")
+    if refused is not None or who is None:
+        return refused or to_login()
     action = str(form.get("action") or "")
     if action not in _actions.TRANSITIONS:
         return PlainTextResponse("unknown action", status_code=400)
