@@ -144,15 +144,24 @@ def _preflight(state: SimulatorState, request: Request) -> JSONResponse | None:
     return None
 
 
-async def chat_completions(request: Request) -> Response:
+async def _open(request: Request, path: str) -> tuple[SimulatorState, random.Random, dict[str, Any]] | Response:
+    """Every route's start: count the request, apply injected failures, read the JSON body."""
     state: SimulatorState = request.app.state.sim
-    rng = state.begin("/v1/chat/completions")
+    rng = state.begin(path)
     failed = _preflight(state, request)
     if failed is not None:
         return failed
     body = await _read_json(request)
     if isinstance(body, JSONResponse):
         return body
+    return state, rng, body
+
+
+async def chat_completions(request: Request) -> Response:
+    opened = await _open(request, "/v1/chat/completions")
+    if isinstance(opened, Response):
+        return opened
+    state, rng, body = opened
     if body.get("n", 1) not in (1, None):
         return _error(400, "the simulator answers n=1 only")
     call = _Call(state, request, body, rng)
@@ -205,14 +214,10 @@ def _stream(events: AsyncIterator[bytes]) -> StreamingResponse:
 
 
 async def responses(request: Request) -> Response:
-    state: SimulatorState = request.app.state.sim
-    rng = state.begin("/v1/responses")
-    failed = _preflight(state, request)
-    if failed is not None:
-        return failed
-    body = await _read_json(request)
-    if isinstance(body, JSONResponse):
-        return body
+    opened = await _open(request, "/v1/responses")
+    if isinstance(opened, Response):
+        return opened
+    state, rng, body = opened
     call = _Call(state, request, body, rng)
     prompt_tokens = responses_input_tokens(body, call.model)
     key = zlib.crc32(json.dumps([body.get("instructions"), body.get("input")], sort_keys=True).encode())
@@ -266,14 +271,10 @@ async def _response_events(
 
 
 async def embeddings(request: Request) -> Response:
-    state: SimulatorState = request.app.state.sim
-    rng = state.begin("/v1/embeddings")
-    failed = _preflight(state, request)
-    if failed is not None:
-        return failed
-    body = await _read_json(request)
-    if isinstance(body, JSONResponse):
-        return body
+    opened = await _open(request, "/v1/embeddings")
+    if isinstance(opened, Response):
+        return opened
+    state, rng, body = opened
     model = str(body["model"])
     items = embedding_inputs(body.get("input"))
     if not items:
