@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute
 
+from .._protocol import error_body
 from . import _store
 from ._alerts import Alert, Dispatcher
 from ._auth import KeyRing, new_key
@@ -106,20 +107,19 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return JSONResponse({"error": {"code": code, "message": str(exc.detail), "details": {}}}, status_code=exc.status_code,
-                        headers=getattr(exc, "headers", None))
+    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
 async def _db_unavailable(_request: Request, exc: Exception) -> JSONResponse:
     """Database down or locked too long: 503 with Retry-After, so clients keep the spend and re-send it."""
     log.warning("database unavailable: %s", type(exc).__name__)
-    return JSONResponse({"error": {"code": "unavailable", "message": "the gateway's database is unavailable; retry later",
-                                   "details": {}}}, status_code=503, headers={"Retry-After": "5"})
+    return JSONResponse(error_body("unavailable", "the gateway's database is unavailable; retry later"), status_code=503,
+                        headers={"Retry-After": "5"})
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error", exc_info=exc)
-    return JSONResponse({"error": {"code": "internal", "message": "internal error", "details": {}}}, status_code=500)
+    return JSONResponse(error_body("internal", "internal error"), status_code=500)
 
 
 class _EncodedAgentPaths:

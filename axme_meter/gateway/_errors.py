@@ -12,6 +12,8 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
+from .._protocol import error_body
+
 
 class ApiError(Exception):
     """An HTTP error with a machine-readable code; ``extra`` fields go next to code/message."""
@@ -35,7 +37,7 @@ class ApiError(Exception):
         self.extra = extra or {}
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, **self.extra, "details": self.details}}
+        return error_body(self.code, self.message, self.details, **self.extra)
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)

@@ -29,7 +29,8 @@ from ._alerts import Alert
 from ._auth import Principal
 from ._db import write_conn
 from ._errors import ApiError
-from ._policies import AgentStatus, PolicyStatus, intent_refusal, usd
+from .._protocol import money
+from ._policies import AgentStatus, PolicyStatus, intent_refusal
 from ._queries import load_status, load_statuses, parse_policy
 from ._schemas import HeartbeatEntry, IntentCreate
 from ._windows import window_starts
@@ -172,7 +173,7 @@ def after_evaluation(conn: Connection, row: Mapping[Any, Any], status: AgentStat
                 if _store.claim_alert(conn, aid, p.name, start, key, ts):
                     data = {**_policy_data(row["address"], p), "threshold": key}
                     _store.add_event(conn, org, aid, "alert.triggered", data, ts)
-                    alerts.append(Alert(org, aid, row["address"], p.name, key, usd(p.limit), usd(p.spent), data["resets_at"],
+                    alerts.append(Alert(org, aid, row["address"], p.name, key, money(p.limit), money(p.spent), data["resets_at"],
                                         json.loads(json.dumps(policy.notify.model_dump()))))
     return alerts
 

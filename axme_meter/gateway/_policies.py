@@ -12,10 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-from .._money import to_decimal
+from .._protocol import money
 from ._schemas import CostPolicy
 from ._windows import bounds, iso
 
@@ -27,14 +26,6 @@ WINDOWED: dict[str, tuple[str, str, str]] = {
     "max_intents_per_hour": ("hour", "intents", "intents"),
     "max_intents_per_day": ("day", "intents", "intents"),
 }
-
-
-def usd(pico: int) -> str:
-    """Money for the wire: a decimal string with at least two places (``"50.00"``, ``"0.0312"``)."""
-    amount = to_decimal(pico)
-    if amount.as_tuple().exponent > -2:  # type: ignore[operator]
-        amount = amount.quantize(Decimal("0.01"))
-    return format(amount, "f")
 
 
 @dataclass(slots=True)
@@ -59,7 +50,7 @@ class PolicyStatus:
         return self.spent >= self.limit
 
     def fmt(self, value: int) -> str:
-        return usd(value) if self.kind == "usd" else str(value)
+        return money(value) if self.kind == "usd" else str(value)
 
     def to_wire(self, instances: int | None = None) -> dict[str, Any]:
         """Wire form; with ``instances`` (live client processes) adds ``lease`` = this process's share of

@@ -38,7 +38,8 @@ from sqlalchemy.engine import Connection
 from .._attribution import InvalidAgentAddress, validate_address
 from . import _store
 from ._db import agents, counters, events, intents
-from ._policies import AgentStatus, evaluate, usd, windows_needed
+from .._protocol import money
+from ._policies import AgentStatus, evaluate, windows_needed
 from ._schemas import CostPolicy, policy_from_storage
 from ._windows import WINDOWS, bounds, buckets, iso, window_starts
 
@@ -120,7 +121,7 @@ def _health(row: Mapping[Any, Any], now: datetime) -> str:
 
 def _money_fields(values: Mapping[Any, Any]) -> dict[str, Any]:
     return {
-        "cost_usd": usd(int(values.get("cost_pico") or 0)),
+        "cost_usd": money(int(values.get("cost_pico") or 0)),
         "llm_calls": int(values.get("llm_calls") or 0),
         "tokens_in": int(values.get("tokens_in") or 0),
         "tokens_out": int(values.get("tokens_out") or 0),
@@ -157,9 +158,9 @@ def _summaries(conn: Connection, rows: Sequence[Mapping[Any, Any]], now: datetim
             "created_at": iso(row["created_at"]),
             "window": window,
             "intents_period": t[window]["intents"],
-            "cost_period": usd(t[window]["cost_pico"]),
+            "cost_period": money(t[window]["cost_pico"]),
             "intents_today": t["day"]["intents"],
-            "cost_today": usd(t["day"]["cost_pico"]),
+            "cost_today": money(t["day"]["cost_pico"]),
             "timezone": tzs[row["address_id"]] or "UTC",
             "metadata": {},
             "policies": [p.to_wire() for p in status.policies],
@@ -180,7 +181,7 @@ def list_agents(conn: Connection, org: str, now: datetime, window: str = "day") 
         summary[name] = sum(1 for a in listed if a["health_status"] == name)
     for name in ("blocked", "paused"):
         summary[name] = sum(1 for a in listed if a["state"] == name)
-    summary["cost_period"] = usd(sum(_store_pico(a["cost_period"]) for a in listed))
+    summary["cost_period"] = money(sum(_store_pico(a["cost_period"]) for a in listed))
     summary["intents_period"] = sum(a["intents_period"] for a in listed)
     return {"ok": True, "window": window, "agents": listed, "summary": summary}
 
@@ -266,7 +267,7 @@ def intent_cost(conn: Connection, org: str, intent_id: str) -> dict[str, Any] | 
         return None
     return {
         "ok": True, "intent_id": row["intent_id"], "agent": row["address"], "address_id": row["address_id"],
-        "cost_usd": usd(int(row["cost_pico"])), "llm_calls": int(row["llm_calls"]), "tokens_in": int(row["tokens_in"]),
+        "cost_usd": money(int(row["cost_pico"])), "llm_calls": int(row["llm_calls"]), "tokens_in": int(row["tokens_in"]),
         "tokens_out": int(row["tokens_out"]), "created_at": iso(row["created_at"]), "last_seen_at": iso(row["last_seen_at"]),
         "labels": json.loads(row["labels"] or "{}"),
     }

@@ -15,9 +15,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 
 from .._attribution import validate_address
 from .._money import from_usd
+from .._protocol import MAX_BATCH
 from ._windows import zone
 
-MAX_BATCH = 1000
 MAX_ENTRY_USD = Decimal(10_000)
 MAX_POLICY_USD = Decimal(10**9)
 MAX_COUNT = 10**12
@@ -160,12 +160,12 @@ class CostPolicy(_Strict):
 
     def to_wire(self) -> dict[str, Any]:
         """JSON form with money as decimal strings (what GET returns)."""
-        from ._policies import usd
+        from .._protocol import money
 
         out = self.model_dump(mode="python")
         for name in MONEY_FIELDS:
             if out[name] is not None:
-                out[name] = usd(out[name])
+                out[name] = money(out[name])
         return out
 
     def to_storage(self) -> dict[str, Any]:
