@@ -5,6 +5,9 @@ Swap ``openai.OpenAI()`` for ``axme_meter.OpenAI()``; scope work with
 ``axme_meter.spend()``. With ``AXME_GATEWAY_URL`` set, spend is sent to the
 gateway every 30 s and a budget block raises ``BudgetExceeded`` before the next
 request leaves the process.
+
+Importing this package has no side effects: the runtime (exit flush, fork
+handling, the heartbeat sender) is installed by the first client or ``configure()``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from ._client import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, OpenAI, Unprice
 from ._config import configure
 from ._errors import BudgetExceeded, UnknownModelError
 from ._meter import Spend, Totals, meter as _meter
-from ._transport import flush, install as _install_transport, status as transport_status
+from . import _runtime
 
 __version__ = "0.1.0"
 
@@ -54,4 +57,16 @@ def reset_spend() -> None:
     _meter.reset()
 
 
-_install_transport()
+def flush(timeout: float = 5.0) -> bool:
+    """Send all unsent spend to the gateway now, bounded by ``timeout`` seconds.
+
+    Returns True when the gateway acknowledged everything (or there is no gateway:
+    meter-only mode has nothing to deliver). On False the rest is on disk in the
+    spool and is re-sent by the background sender or the next process.
+    """
+    return _runtime.default().flush(timeout)
+
+
+def transport_status() -> dict[str, object]:
+    """Where delivery and enforcement stand: mode, gateway, pending entries, spool, blocks. Never the API key."""
+    return _runtime.default().status()

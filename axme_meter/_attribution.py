@@ -14,7 +14,7 @@ import inspect
 import os
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -29,10 +29,6 @@ MAX_INTENT_ID_LENGTH = 200
 _agent: contextvars.ContextVar[str | None] = contextvars.ContextVar("axme_meter_agent", default=None)
 _intent: contextvars.ContextVar[str | None] = contextvars.ContextVar("axme_meter_intent", default=None)
 _default_agent: str | None = None
-
-#: Set by the transport when a gateway is configured: registers an intent and raises
-#: ``BudgetExceeded`` when the gateway refuses it. Signature: (agent, intent_id, labels).
-intent_registrar: Callable[[str, str, Mapping[str, str]], None] | None = None
 
 
 class InvalidAgentAddress(ValueError):
@@ -178,9 +174,9 @@ class intent(_Scope):
 
     def _enter(self) -> tuple[contextvars.Token[Any], ...]:
         intent_id = self._fixed_id or new_intent_id()
-        registrar = intent_registrar
-        if registrar is not None:
-            registrar(current_agent(), intent_id, self.labels)
+        from . import _runtime  # lazy: the runtime imports settings, which import this module
+
+        _runtime.default().register_intent(current_agent(), intent_id, self.labels)
         self.intent_id = intent_id
         return (_intent.set(intent_id),)
 

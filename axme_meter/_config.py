@@ -1,7 +1,8 @@
 """Settings: environment first, ``axme_meter.configure(...)`` second.
 
-Other modules read :data:`settings` and register :func:`on_change` callbacks
-(the transport restarts its sender, pricing reloads its table).
+Other modules read :data:`settings`. ``configure()`` applies changes to the
+process runtime (``_runtime.py``: budget, sender) directly, and tells the
+:func:`on_change` listeners (pricing reloads its table).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class Settings:
     #: Azure deployment name -> model name, for pricing.
     azure_deployments: dict[str, str] = field(default_factory=dict)
     #: Fail-safe limits enforced in-process, e.g. {"max_cost_per_day_usd": Decimal("5")}.
-    local_limits: dict[str, Decimal] = field(default_factory=dict)
+    local_limits: dict[str, Decimal | str] = field(default_factory=dict)
     #: What to do when the gateway has been unreachable for longer than ``fail_after``.
     fail_mode: FailMode = "open"
     fail_after: float = 300.0
@@ -104,11 +105,14 @@ def configure(**changes: Any) -> Settings:
         if changes.get(path_field) is not None:
             changes[path_field] = Path(changes[path_field])
     if "local_limits" in changes:
-        from ._transport._limits import validate as validate_limits
+        from ._budget._limits import validate as validate_limits
 
         changes["local_limits"] = validate_limits(changes["local_limits"] or {})
     for name, value in changes.items():
         setattr(settings, name, value)
     for listener in list(_listeners):
         listener(settings)
+    from . import _runtime  # lazy: the runtime imports this module
+
+    _runtime.default().apply(settings)
     return settings

@@ -3,9 +3,9 @@
 Every priced call lands here once. Two views are kept under one short lock:
 
 * ``totals`` answer :func:`axme_meter.spend` (process lifetime, until reset);
-* ``pending`` holds what the heartbeat sender has not taken yet, one bucket per
-  agent × intent with a per-model breakdown, so memory grows with the number of
-  active agents, intents and models, never with the number of calls.
+* ``pending`` holds what the heartbeat sender has not taken yet, one counter per
+  agent × intent × model, so memory grows with the number of active agents,
+  intents and models, never with the number of calls.
 """
 
 from __future__ import annotations
@@ -125,30 +125,8 @@ class Spend:
         return self.total.unpriced_calls
 
 
-@dataclass(slots=True)
-class Bucket:
-    """Pending spend of one agent × intent since the sender last drained it."""
-
-    agent: str
-    intent: str | None
-    window_start: float
-    window_end: float
-    totals: Totals = field(default_factory=Totals)
-    by_model: dict[str, Totals] = field(default_factory=dict)
-    pricing_version: str = ""
-
-    def add(self, rec: CallRecord) -> None:
-        self.totals.add(rec)
-        model_totals = self.by_model.get(rec.model)
-        if model_totals is None:
-            model_totals = self.by_model[rec.model] = Totals()
-        model_totals.add(rec)
-        self.window_end = max(self.window_end, rec.at)
-        self.pricing_version = rec.pricing_version
-
-
-class _Slot:
-    """Pending counters of one agent × intent × model (merged into buckets at drain time)."""
+class Pending:
+    """Spend of one agent × intent × model that the heartbeat sender has not taken yet."""
 
     __slots__ = ("totals", "window_start", "window_end", "pricing_version")
 
@@ -164,8 +142,7 @@ class Meter:
 
     The hot path touches two counters per call, both keyed by agent × intent × model:
     one for the process lifetime, one pending for the sender. Breakdowns by agent,
-    intent and model, and the per agent × intent buckets, are built when read
-    (``snapshot``, ``drain``), which is rare.
+    intent and model are built when read (``snapshot``), which is rare.
     """
 
     def __init__(self) -> None:
@@ -178,7 +155,7 @@ class Meter:
 
     def _clear(self) -> None:
         self._lifetime: dict[tuple[str, str | None, str], Totals] = {}
-        self._pending: dict[tuple[str, str | None, str], _Slot] = {}
+        self._pending: dict[tuple[str, str | None, str], Pending] = {}
 
     def record(self, rec: CallRecord) -> None:
         key = (rec.agent, rec.intent, rec.model)
@@ -189,7 +166,7 @@ class Meter:
             totals.add(rec)
             slot = self._pending.get(key)
             if slot is None:
-                slot = self._pending[key] = _Slot(rec.at)
+                slot = self._pending[key] = Pending(rec.at)
             slot.totals.add(rec)
             if rec.at > slot.window_end:
                 slot.window_end = rec.at
@@ -198,7 +175,7 @@ class Meter:
             listener(rec)
 
     def add_listener(self, listener: Callable[[CallRecord], None]) -> None:
-        """Call ``listener`` after every record (the sender uses it for leases and early flushes).
+        """Call ``listener`` after every record (observers such as the OpenTelemetry bridge).
 
         Listeners run on the caller's thread, outside the lock, and must be cheap and never raise.
         """
@@ -215,27 +192,15 @@ class Meter:
             _slot(spend.by_model, model).merge(totals)
         return spend
 
-    def drain(self) -> list[Bucket]:
-        """Take every pending bucket. The caller now owns them (and must spool what it can't send)."""
+    def drain(self) -> dict[tuple[str, str | None, str], Pending]:
+        """Take all pending spend, keyed by agent × intent × model. The caller (the sender) now owns it."""
         with self._lock:
             pending = self._pending
             self._pending = {}
-        buckets: dict[tuple[str, str | None], Bucket] = {}
-        for (agent, intent, model), slot in pending.items():
-            bucket = buckets.get((agent, intent))
-            if bucket is None:
-                bucket = buckets[(agent, intent)] = Bucket(agent, intent, slot.window_start, slot.window_end)
-            bucket.totals.merge(slot.totals)
-            bucket.by_model[model] = slot.totals
-            bucket.window_start = min(bucket.window_start, slot.window_start)
-            bucket.window_end = max(bucket.window_end, slot.window_end)
-            bucket.pricing_version = slot.pricing_version
-        return list(buckets.values())
+        return pending
 
-    def pending_cost(self, agent: str) -> int:
-        """Undrained spend of ``agent`` in pico-dollars."""
-        with self._lock:
-            return sum(slot.totals.cost_pico for (a, _, _), slot in self._pending.items() if a == agent)
+    def has_pending(self) -> bool:
+        return bool(self._pending)
 
     def reset(self) -> None:
         """Forget totals and pending buckets (tests and notebooks)."""

@@ -21,11 +21,6 @@ def to_decimal(pico: int) -> Decimal:
     return (Decimal(pico).scaleb(-12)).normalize()
 
 
-def to_wire(pico: int) -> str:
-    """Dollars as the decimal string the heartbeat protocol sends (never exponent form)."""
-    return format(to_decimal(pico), "f")
-
-
 def from_usd(value: object, *, field: str = "cost_usd") -> int:
     """Parse dollars given as a ``Decimal``, ``str``, ``int`` or ``float`` into pico-dollars.
 

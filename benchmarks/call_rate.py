@@ -105,9 +105,7 @@ def compare(label: str, raw: Any, metered: Any, args: argparse.Namespace, thread
 def child(config: dict[str, Any]) -> None:
     """Phase 3 worker: call flat out for ``seconds`` with the sender running; report its request count."""
     import axme_meter
-    from axme_meter import _transport
 
-    _transport.install()
     axme_meter.configure(gateway_url=config["gateway"], api_key=config["key"],
                          heartbeat_interval=config["interval"], spool_dir=config["spool"])
     client = make_client(axme_meter.OpenAI)
@@ -115,13 +113,13 @@ def child(config: dict[str, Any]) -> None:
     with axme_meter.agent(AGENT):
         client.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # starts the sender
         time.sleep(config["interval"] * 1.5)  # let the first heartbeat go, then count whole intervals
-        before = int(_transport.status()["requests"])  # type: ignore[call-overload]
+        before = int(axme_meter.transport_status()["requests"])  # type: ignore[call-overload]
         start = time.monotonic()
         while time.monotonic() - start < config["seconds"]:
             client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
             calls += 1
         elapsed = time.monotonic() - start
-        after = int(_transport.status()["requests"])  # type: ignore[call-overload]
+        after = int(axme_meter.transport_status()["requests"])  # type: ignore[call-overload]
     print("RESULT " + json.dumps({"calls": calls, "seconds": elapsed, "requests": after - before}), flush=True)
 
 
@@ -139,11 +137,10 @@ def main() -> None:
         child(json.loads(args.child))
         return
     import axme_meter
-    from axme_meter import _transport
+
     from axme_meter.cli._policy import GatewayAPI
     from axme_meter.demo._gateway import EmbeddedGateway
 
-    _transport.install()
     raw, metered = make_client(openai.OpenAI), make_client(axme_meter.OpenAI)
     work = Path(tempfile.mkdtemp(prefix="axme-callrate-"))
     print(f"call rate: openai {openai.__version__}, mock transport, {args.calls} calls x {args.rounds} rounds, medians")
@@ -153,11 +150,11 @@ def main() -> None:
         api.put_policy(AGENT, {"max_cost_per_day_usd": "1000000", "action_on_breach": "block"})
         axme_meter.configure(gateway_url=gateway.url, api_key=gateway.admin_key,
                              heartbeat_interval=args.interval, spool_dir=work / "spool")
-        before, start = int(_transport.status().get("requests", 0) or 0), time.monotonic()
+        before, start = int(axme_meter.transport_status().get("requests", 0) or 0), time.monotonic()
         for threads in (1, args.threads):
             compare(f"sender running (every {args.interval:g}s)", raw, metered, args, threads)
-        axme_meter.flush(timeout=10) if hasattr(axme_meter, "flush") else _transport.flush(timeout=10)
-        sent, elapsed = int(_transport.status().get("requests", 0) or 0) - before, time.monotonic() - start
+        axme_meter.flush(timeout=10)
+        sent, elapsed = int(axme_meter.transport_status().get("requests", 0) or 0) - before, time.monotonic() - start
         print(f"this process: {sent} heartbeat requests in {elapsed:.1f}s = "
               f"{sent / (elapsed / args.interval):.2f} per {args.interval:g}s interval (at most 1; none while only the raw "
               "client ran, since nothing was spent)")

@@ -9,8 +9,8 @@ phases in the same run, same settings, fresh agent each:
   ``lease`` (``remaining`` / live client instances; ``remaining`` when absent)
   and early heartbeats when half of it is used;
 * ``interval`` - the baseline: blocks arrive only with the regular heartbeat
-  (leases and early wake-ups switched off by patching the transport in the
-  worker processes; the transport has no public switch for this);
+  (leases and early wake-ups switched off by a ``Budget`` subclass in the
+  worker processes; the library has no public switch for this);
 * ``shared`` (with --shared, an experiment from before the gateway sent ``lease``) -
   as ``leases``, further divided by ``processes``; now that the gateway splits, this
   divides twice and only shows what an even smaller share would do.
@@ -47,49 +47,43 @@ MESSAGES = [
 # ----------------------------------------------------------------------------- worker process
 
 
-def _disable_leases() -> None:
-    """Baseline only: drop every lease right after the gateway's answer, and never wake early."""
-    from axme_meter._transport import _budget
+def _budget_for(mode: str, processes: int) -> Any:
+    """The ``Budget`` a worker uses: as shipped, or a baseline/experiment variant (subclasses, no patching)."""
+    from axme_meter._budget import LEASE, Budget
 
-    original = _budget.apply_answer
+    class IntervalOnly(Budget):
+        """Baseline: blocks arrive only with the regular heartbeat (no leases, no early wake-ups)."""
 
-    def without_leases(agents: Any, base: Any) -> None:
-        original(agents, base)
-        with _budget._lock:
-            _budget._leases.clear()
-            for agent in list(_budget._agents):
-                _budget._lift_locked(agent, _budget.LEASE)
+        def apply_answer(self, agents: Any, base: Any) -> None:
+            super().apply_answer(agents, base)
+            with self._lock:
+                self._leases.clear()
+                for agent in list(self._agents):
+                    self._lift_locked(agent, LEASE)
 
-    _budget.apply_answer = without_leases
-    _budget.waker = None
+        def account(self, agent: str, intent: str | None, cost: int, at: float) -> bool:
+            super().account(agent, intent, cost, at)
+            return False
 
+    class Shared(Budget):
+        """Experiment: each process leases ``lease / processes``."""
 
-def _share_leases(processes: int) -> None:
-    """Experiment only: each process leases ``remaining / processes`` instead of the whole of it."""
-    from axme_meter._transport import _budget
+        def apply_answer(self, agents: Any, base: Any) -> None:
+            super().apply_answer(agents, base)
+            with self._lock:
+                for lease in self._leases.values():
+                    lease.remaining //= processes
 
-    original = _budget.apply_answer
-
-    def shared(agents: Any, base: Any) -> None:
-        original(agents, base)
-        with _budget._lock:
-            for lease in _budget._leases.values():
-                lease.remaining //= processes
-
-    _budget.apply_answer = shared
+    return {"interval": IntervalOnly, "shared": Shared}.get(mode, Budget)()
 
 
 def worker(config: dict[str, Any]) -> None:
     import axme_meter
-    from axme_meter import _transport
+    from axme_meter import _runtime
 
-    _transport.install()
+    _runtime.default().budget = _budget_for(config["mode"], config["processes"])  # before the sender exists
     axme_meter.configure(gateway_url=config["gateway"], api_key=config["key"],
                          heartbeat_interval=config["interval"], spool_dir=config["spool"])
-    if config["mode"] == "interval":
-        _disable_leases()
-    elif config["mode"] == "shared":
-        _share_leases(config["processes"])
     client = axme_meter.OpenAI(base_url=config["base_url"], api_key="sk-sim", max_retries=0)
     counts: dict[str, Any] = {"calls": 0, "blocked": 0, "errors": 0, "error_types": {}}
     lock = threading.Lock()
@@ -129,8 +123,8 @@ def worker(config: dict[str, Any]) -> None:
     for thread in threads:
         thread.join()
     counts["seconds"] = round(time.monotonic() - started, 3)
-    counts["flushed"] = _transport.flush(timeout=20)
-    counts["heartbeat_requests"] = int(_transport.status().get("requests", 0) or 0)
+    counts["flushed"] = axme_meter.flush(timeout=20)
+    counts["heartbeat_requests"] = int(axme_meter.transport_status().get("requests", 0) or 0)
     print("RESULT " + json.dumps(counts), flush=True)
 
 

@@ -15,10 +15,11 @@ import time
 import warnings
 from typing import Any
 
-from .. import _attribution, _guard
+from .. import _attribution
 from .._config import settings
 from .._errors import UnknownModelError
 from .._meter import CallRecord, meter
+from .._runtime import Runtime
 from .._pricing import Usage, table
 from ._usage_readers import RESPONSE_FINAL_EVENTS, RESPONSE_TEXT_EVENTS, usage_from_dict
 
@@ -59,11 +60,12 @@ _warned_models: set[str] = set()
 class MeteredCall:
     __slots__ = (
         "kind", "agent", "intent", "body", "request_model", "deployment", "stream", "injected_usage",
-        "at", "usage", "model", "service_tier", "text", "images", "attached", "_once",
+        "at", "usage", "model", "service_tier", "text", "images", "attached", "runtime", "_once",
     )
 
-    def __init__(self, kind: str, body: dict[str, Any], stream: bool, deployment: str | None) -> None:
+    def __init__(self, kind: str, body: dict[str, Any], stream: bool, deployment: str | None, runtime: Runtime) -> None:
         self.kind = kind
+        self.runtime = runtime
         self.agent = _attribution.current_agent()
         self.intent = _attribution.current_intent()
         self.body = body
@@ -170,20 +172,20 @@ class MeteredCall:
             priced = True
         if not priced:
             _warn_unpriced(recorded_model, quote.reason)
-        meter.record(
-            CallRecord(
-                agent=self.agent,
-                intent=self.intent,
-                model=recorded_model,
-                usage=usage,
-                cost_pico=quote.cost_pico if priced else 0,
-                priced=priced,
-                estimated=estimated,
-                pricing_version=quote.version,
-                endpoint=self.kind,
-                at=self.at,
-            )
+        rec = CallRecord(
+            agent=self.agent,
+            intent=self.intent,
+            model=recorded_model,
+            usage=usage,
+            cost_pico=quote.cost_pico if priced else 0,
+            priced=priced,
+            estimated=estimated,
+            pricing_version=quote.version,
+            endpoint=self.kind,
+            at=self.at,
         )
+        meter.record(rec)
+        self.runtime.after_call(rec)
 
     def _default_model(self) -> str:
         return _DEFAULT_IMAGE_MODEL if self.kind == "images" else "unknown"
@@ -250,7 +252,7 @@ def _warn_unpriced(model: str, reason: str | None) -> None:
     )
 
 
-def begin(options: Any, stream: bool, deployment: str | None) -> MeteredCall | None:
+def begin(options: Any, stream: bool, deployment: str | None, runtime: Runtime) -> MeteredCall | None:
     """Start metering if this request is a priced endpoint: pre-flight checks happen here.
 
     Raises ``BudgetExceeded`` (blocked agent) or ``UnknownModelError`` (strict pricing)
@@ -260,10 +262,8 @@ def begin(options: Any, stream: bool, deployment: str | None) -> MeteredCall | N
     if kind is None:
         return None
     body = options.json_data if isinstance(options.json_data, dict) else {}
-    call = MeteredCall(kind, body, stream, deployment)
-    check = _guard.check
-    if check is not None:
-        check(call.agent, call.intent)
+    call = MeteredCall(kind, body, stream, deployment, runtime)
+    runtime.budget.check(call.agent, call.intent)
     if settings.strict_pricing:
         _check_known_model(call)
     if stream and kind in _USAGE_OPTION_KINDS:

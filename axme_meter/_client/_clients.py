@@ -18,6 +18,7 @@ import openai
 from openai._legacy_response import LegacyAPIResponse
 from openai._response import BaseAPIResponse
 
+from .. import _runtime
 from ._call import EXTENSION_KEY, MeteredCall, begin, meter
 from ._streams import _call_of, metered_stream_class
 
@@ -58,13 +59,23 @@ def _stamp(request: Any) -> None:
         request.extensions[EXTENSION_KEY] = call
 
 
-class _SyncMetering:
+class _Metering:
+    """What every metered client has: the process runtime it reports to, bound when it is built."""
+
+    _axme_runtime: _runtime.Runtime
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._axme_runtime = _runtime.default()  # first client: the runtime is installed here, not at import
+        super().__init__(*args, **kwargs)
+
+
+class _SyncMetering(_Metering):
     """The overrides shared by ``OpenAI`` and ``AzureOpenAI``."""
 
     def request(  # type: ignore[override]
         self, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
     ) -> Any:
-        call = begin(options, stream, getattr(self, "_azure_deployment", None)) if options.method == "post" else None
+        call = begin(options, stream, getattr(self, "_azure_deployment", None), self._axme_runtime) if options.method == "post" else None
         if call is None:
             return super().request(cast_to, options, stream=stream, stream_cls=stream_cls)  # type: ignore[misc]
         if stream and stream_cls is not None:  # only a streamed call ever builds a stream object
@@ -87,13 +98,13 @@ class _SyncMetering:
         return result
 
 
-class _AsyncMetering:
+class _AsyncMetering(_Metering):
     """The overrides shared by ``AsyncOpenAI`` and ``AsyncAzureOpenAI``."""
 
     async def request(  # type: ignore[override]
         self, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None
     ) -> Any:
-        call = begin(options, stream, getattr(self, "_azure_deployment", None)) if options.method == "post" else None
+        call = begin(options, stream, getattr(self, "_azure_deployment", None), self._axme_runtime) if options.method == "post" else None
         if call is None:
             return await super().request(cast_to, options, stream=stream, stream_cls=stream_cls)  # type: ignore[misc]
         if stream and stream_cls is not None:  # only a streamed call ever builds a stream object

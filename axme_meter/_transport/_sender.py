@@ -28,11 +28,12 @@ import time
 from pathlib import Path
 
 from .. import _config
+from .._budget import Budget
 from .._meter import meter
-from . import _budget as budget
+from .._protocol import DELIVERED, MAX_BATCH, BlockError, EntryResult, parse_agents, parse_error, parse_results
+from ._entries import Entry, probe_entry
 from ._gateway_http import Answer, GatewayHTTP, GatewayUnreachable
 from ._spool import Spool, default_root
-from ._wire import MAX_BATCH, BlockError, Entry, parse_agents, parse_error, parse_results, probe_entry
 
 log = logging.getLogger("axme_meter")
 
@@ -44,17 +45,14 @@ HTTP_TIMEOUT = 10.0
 INTENT_TIMEOUT = 2.0
 #: After a failed intent registration, skip the network for this long (don't stall every new intent).
 INTENT_SKIP_AFTER_FAILURE = 5.0
-#: Error codes (ours and AXME's) that mean "this agent may not spend".
-BLOCK_CODES = frozenset(
-    {"budget_exceeded", "quota_exceeded", "agent_blocked", "agent_paused", "agent_killed", "blocked", "paused", "killed"}
-)
 
 
 class Sender:
     """Everything that talks to one gateway from this process."""
 
-    def __init__(self, gateway_url: str, api_key: str | None, spool_root: Path | None) -> None:
+    def __init__(self, gateway_url: str, api_key: str | None, spool_root: Path | None, *, budget: Budget) -> None:
         self.gateway_url = gateway_url
+        self.budget = budget
         self.api_key = api_key
         self.spool_root = spool_root
         self.instance = secrets.token_hex(6)
@@ -66,7 +64,7 @@ class Sender:
         self._frozen: dict[str, Entry] = {}
         self._seq = 0
         self._n = 0
-        self._dirty = False
+        self.dirty = False
         self._first_dirty: float | None = None
         self._changed = False
         self._early = False
@@ -90,9 +88,9 @@ class Sender:
     # ------------------------------------------------------------------ caller-thread hooks
 
     def note_record(self) -> None:
-        """Meter listener part: O(1); starts the thread on the first record."""
-        if not self._dirty:
-            self._dirty = True
+        """After a priced call, on the caller's thread: O(1); starts the thread on the first record."""
+        if not self.dirty:
+            self.dirty = True
             if self._first_dirty is None:
                 self._first_dirty = time.monotonic()
             if self._thread is None:
@@ -225,7 +223,7 @@ class Sender:
         """When the next regular send is due, or ``None`` when there is nothing to say."""
         interval = self._interval()
         if self._first_dirty is None and not self._open and not self._frozen:
-            if budget.armed() and budget.blocked_by_gateway():
+            if self.budget.armed and self.budget.blocked_by_gateway():
                 return self._last_send + interval  # ask about blocked agents once per interval
             return None
         due = self._last_send + interval
@@ -239,7 +237,7 @@ class Sender:
     def _plan(self, now: float) -> float | None:
         """Seconds to sleep: until the next checkpoint, send, retry or fail-closed deadline."""
         wakes: list[float] = []
-        if self._dirty:
+        if self.dirty:
             wakes.append(self._last_checkpoint + CHECKPOINT_EVERY)
         due = self._due_at()
         if due is not None:
@@ -257,7 +255,7 @@ class Sender:
 
     def _tick(self, now: float) -> None:
         self._check_fail_closed(now)
-        if self._dirty and now >= self._last_checkpoint + CHECKPOINT_EVERY:
+        if self.dirty and now >= self._last_checkpoint + CHECKPOINT_EVERY:
             self.checkpoint()
         due = self._due_at()
         early = self._early and now >= max(self._last_send + self._early_gap(), self._retry_at)
@@ -275,16 +273,15 @@ class Sender:
         return f"hb_{self.instance}_{self._seq}_{self._n}"
 
     def _drain_locked(self) -> None:
-        self._dirty = False  # before draining, so a concurrent record marks us dirty again
-        buckets = meter.drain()
-        for bucket in buckets:
-            key = (bucket.agent, bucket.intent)
-            entry = self._open.get(key)
+        self.dirty = False  # before draining, so a concurrent record marks us dirty again
+        pending = meter.drain()
+        for (agent, intent, model), counters in pending.items():
+            entry = self._open.get((agent, intent))
             if entry is None:
-                self._open[key] = Entry.from_bucket(self._new_id(), bucket)
-            else:
-                entry.merge(bucket)
-        if buckets:
+                entry = self._open[(agent, intent)] = Entry(self._new_id(), agent, intent, counters.window_start,
+                                                            counters.window_end)
+            entry.add(model, counters)
+        if pending:
             self._changed = True
 
     def _spool_entries_locked(self) -> list[dict]:
@@ -302,12 +299,8 @@ class Sender:
             self._save_locked()
         self._last_checkpoint = time.monotonic()
 
-    def flush_keep_running(self, timeout: float) -> bool:
-        """SIGTERM: deliver now but keep the sender alive (a graceful shutdown may still make calls)."""
-        return self.flush(timeout, attempts=1)
-
     def _has_data(self) -> bool:
-        return bool(self._open or self._frozen or self._dirty)
+        return bool(self._open or self._frozen or self.dirty)
 
     def pending_entries(self) -> int:
         return len(self._open) + len(self._frozen)
@@ -330,7 +323,7 @@ class Sender:
             failures = 0
             while True:
                 ok = self._send_all(deadline=deadline, probes=False)
-                if ok and not self._open and not self._frozen and not self._dirty:
+                if ok and not self._open and not self._frozen and not self.dirty:
                     return True
                 if ok:
                     # Progress (e.g. spend held back behind an unacknowledged entry): go again at once.
@@ -361,7 +354,7 @@ class Sender:
                 self._frozen[entry.id] = entry
                 self._changed = True
             batch = list(self._frozen.values())
-            base = budget.snapshot_spent()
+            base = self.budget.snapshot_spent()
             # Spend held back in open entries is not in this batch: the answer's `remaining` won't cover it.
             for entry in self._open.values():
                 base[entry.agent] = base.get(entry.agent, 0) - entry.totals.cost_pico
@@ -374,7 +367,7 @@ class Sender:
             now = time.time()
             present = {e.agent for e in batch}
             asking = [probe_entry(f"hb_{self.instance}_{self._seq}_p{i}", a, now)
-                      for i, a in enumerate(budget.blocked_by_gateway()) if a not in present]
+                      for i, a in enumerate(self.budget.blocked_by_gateway()) if a not in present]
             if asking:
                 chunks.append(asking[:MAX_BATCH])
         self._early = False
@@ -404,11 +397,11 @@ class Sender:
         if 200 <= answer.status < 300 or (answer.status in (403, 429) and results is not None):
             self._acknowledge(chunk, results)
             states = parse_agents(answer.body)
-            budget.apply_answer(states, base)
-            if error is not None and _is_block(error) and (error.agent or "") not in states:
+            self.budget.apply_answer(states, base)
+            if error is not None and error.is_block and (error.agent or "") not in states:
                 # Only when the per-agent map (which is richer: state, every policy) doesn't cover it.
                 agents = {e.agent for e in chunk}
-                budget.apply_error(error, fallback_agent=next(iter(agents)) if len(agents) == 1 else None)
+                self.budget.apply_error(error, fallback_agent=next(iter(agents)) if len(agents) == 1 else None)
             self._note_success()
             return results is None or all(e.probe or e.id in results for e in chunk)
         if answer.status == 422 and results is None:
@@ -421,25 +414,25 @@ class Sender:
                 return all([self._post_chunk(chunk[:half], base, timeout), self._post_chunk(chunk[half:], base, timeout)])
             self._reject(chunk, f"HTTP 422: {_describe(answer)}")
             return True
-        if error is not None and _is_block(error):
+        if error is not None and error.is_block:
             # Blocked, but the gateway did not say it recorded the entries: keep them, apply the block.
-            budget.apply_error(error)
+            self.budget.apply_error(error)
         self._warn_once(f"http{answer.status}", f"axme_meter: gateway answered HTTP {answer.status} to a heartbeat "
                         f"({_describe(answer)}); keeping the entries and retrying")
         self._note_failure(f"HTTP {answer.status}")
         self._schedule_retry(answer.retry_after)
         return False
 
-    def _acknowledge(self, chunk: list[Entry], results: dict[str, tuple[str, object]] | None) -> None:
+    def _acknowledge(self, chunk: list[Entry], results: dict[str, EntryResult] | None) -> None:
         rejected: list[Entry] = []
         with self._state_lock:
             for entry in chunk:
                 if entry.probe:
                     continue
-                status = ("recorded", None) if results is None else results.get(entry.id)
-                if status is None:
+                result = EntryResult("recorded") if results is None else results.get(entry.id)
+                if result is None:
                     continue  # not answered: re-send under the same id
-                if status[0] != "error":  # recorded / duplicate (and any future success word)
+                if result.status in DELIVERED:
                     self._frozen.pop(entry.id, None)
                     self.acked += 1
                 else:
@@ -491,7 +484,7 @@ class Sender:
         if self._down_since is not None:
             log.info("axme_meter: gateway %s reachable again", self.gateway_url)
             self._down_since = None
-            budget.set_unreachable(None)
+            self.budget.set_unreachable(None)
             with self._state_lock:
                 self._adopt_orphans_locked()  # processes that died during the outage
         self.last_error = None
@@ -499,7 +492,7 @@ class Sender:
     def _check_fail_closed(self, now: float) -> None:
         s = _config.settings
         if self._down_since is not None and s.fail_mode == "closed" and now - self._down_since >= s.fail_after:
-            budget.set_unreachable(
+            self.budget.set_unreachable(
                 f"the AXME gateway has been unreachable for {now - self._down_since:.0f}s and fail_mode is 'closed'; "
                 "metered calls are refused until it answers again"
             )
@@ -513,7 +506,7 @@ class Sender:
 
     def register_intent(self, agent: str, intent_id: str, labels: dict[str, str]) -> None:
         """``POST /v1/mesh/intents`` on the caller's thread; raise ``BudgetExceeded`` when refused."""
-        budget.check(agent, intent_id)
+        self.budget.check(agent, intent_id)
         try:
             self._ensure_ready()
         except Exception:
@@ -522,27 +515,27 @@ class Sender:
         now = time.monotonic()
         if self._down_since is not None and now - self._last_failure < INTENT_SKIP_AFTER_FAILURE:
             self._check_fail_closed(now)
-            budget.check(agent, intent_id)
+            self.budget.check(agent, intent_id)
             return
         try:
             answer = self._client().post("/v1/mesh/intents", {"agent": agent, "intent_id": intent_id, "labels": labels},
                                      timeout=INTENT_TIMEOUT)
         except GatewayUnreachable as exc:
             self._note_failure(str(exc))
-            budget.check(agent, intent_id)  # raises only when failing closed
+            self.budget.check(agent, intent_id)  # raises only when failing closed
             return
         if answer.status in (429, 403):
             error = parse_error(answer.body)
             if answer.status == 429 and error is None:
                 error = BlockError("budget_exceeded", "")
-            if error is not None and (answer.status == 429 and error.code not in ("rate_limited", "rate_limit_exceeded") or _is_block(error)):
+            if error is not None and (answer.status == 429 and error.code not in ("rate_limited", "rate_limit_exceeded") or error.is_block):
                 self._note_success()
-                block = budget.apply_error(error, fallback_agent=agent)
+                block = self.budget.apply_error(error, fallback_agent=agent)
                 if block is not None:
                     raise block.error(error.agent or agent, intent_id)
         if answer.status >= 500:
             self._note_failure(f"HTTP {answer.status}")
-            budget.check(agent, intent_id)
+            self.budget.check(agent, intent_id)
             return
         if not 200 <= answer.status < 300:
             self._warn_once(f"intent{answer.status}", f"axme_meter: intent registration answered HTTP {answer.status} "
@@ -566,10 +559,6 @@ class Sender:
             "unreachable_for": None if self._down_since is None else round(time.monotonic() - self._down_since, 3),
             "last_error": self.last_error,
         }
-
-
-def _is_block(error: BlockError) -> bool:
-    return error.code in BLOCK_CODES or error.policy is not None
 
 
 def _describe(answer: Answer) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 import axme_meter
 
-from .. import _config, _transport
+from .. import _config, _runtime
 from ..cli._policy import GatewayAPI, GatewayError
 from ._view import GatewayView
 
@@ -53,22 +53,21 @@ def serves(url: str) -> bool:
 
 def blocked_locally(agent: str) -> bool:
     """Has this process's transport blocked ``agent`` (gateway answer, lease or local limit)?"""
-    return agent in _transport.blocked_agents()
+    return agent in _runtime.default().blocked_agents()
 
 
 def transport_state() -> str:
-    status = _transport.status()
+    status = axme_meter.transport_status()
     return ", ".join(f"{k}={status.get(k)}" for k in ("mode", "reason", "requests", "last_error") if k in status)
 
 
 def flush() -> None:
     """Deliver what is still unsent, so the gateway's total is the final one."""
-    getattr(axme_meter, "flush", _transport.flush)(timeout=10)
+    axme_meter.flush(timeout=10)
 
 
 def point_at(url: str, api_key: str, heartbeat_interval: float, spool: Path) -> dict[str, Any]:
     """Send this process's spend to the demo gateway; returns the settings to restore afterwards."""
     saved = {name: getattr(_config.settings, name) for name in _SETTINGS}
-    _transport.install()  # idempotent: makes sure configure() below reaches the heartbeat sender
     axme_meter.configure(gateway_url=url, api_key=api_key, heartbeat_interval=heartbeat_interval, spool_dir=spool)
     return saved

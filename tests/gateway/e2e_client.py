@@ -14,10 +14,8 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent.parent), str(HERE.parent)]
 
 import axme_meter  # noqa: E402
-from axme_meter import _transport  # noqa: E402
 from openai_mock import FakeOpenAI, client  # noqa: E402
 
-_transport.install()  # idempotent (importing axme_meter wires it too once the core does)
 
 
 def main() -> None:
@@ -28,7 +26,7 @@ def main() -> None:
         try:
             llm.chat.completions.create(model="gpt-4o-2024-08-06", messages=[{"role": "user", "content": "hi"}])
             made += 1
-            _transport.flush(10)
+            axme_meter.flush(10)
         except axme_meter.BudgetExceeded as exc:
             blocked_at, error = made, str(exc)
             break

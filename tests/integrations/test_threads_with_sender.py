@@ -40,9 +40,7 @@ SCRIPT = textwrap.dedent(
 
     sys.meta_path.insert(0, SlowHttpxImport())
     import axme_meter
-    from axme_meter import _transport
     assert "httpx" not in sys.modules, "this check needs an interpreter where httpx is not imported yet"
-    _transport.install()
     axme_meter.configure(gateway_url=sys.argv[1], api_key=sys.argv[2], heartbeat_interval=0.2, spool_dir=sys.argv[4])
     client = axme_meter.OpenAI(base_url=sys.argv[3], api_key="sk-sim", max_retries=0)
     errors, lock = [], threading.Lock()
@@ -58,7 +56,7 @@ SCRIPT = textwrap.dedent(
         threads = [threading.Thread(target=axme_meter.bind(work)) for _ in range(8)]
     for t in threads: t.start()
     for t in threads: t.join()
-    _transport.flush(timeout=10)
+    axme_meter.flush(timeout=10)
     print(json.dumps({"errors": errors[:3], "count": len(errors), "calls": axme_meter.spend().calls}))
     """
 )

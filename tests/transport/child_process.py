@@ -25,9 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent.parent), str(HERE.parent), str(HERE)]
 
 import axme_meter  # noqa: E402
-from axme_meter import _transport  # noqa: E402
 
-_transport.install()  # idempotent; axme_meter/__init__ does it once wired
 AGENT = "agent://acme/prod/research"
 
 
@@ -49,10 +47,10 @@ def main() -> None:
     mode = sys.argv[1]
     calls = int(sys.argv[2]) if len(sys.argv) > 2 else 0
     if mode == "status":
-        print(json.dumps(_transport.status(), default=str), flush=True)
+        print(json.dumps(axme_meter.transport_status(), default=str), flush=True)
         return
     if mode == "flush":
-        print(json.dumps({"flushed": _transport.flush(timeout=10)}), flush=True)
+        print(json.dumps({"flushed": axme_meter.flush(timeout=10)}), flush=True)
         return
     if os.environ.get("CHILD_NO_HTTPX"):
         client = _client_without_httpx()

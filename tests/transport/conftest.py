@@ -13,23 +13,22 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import axme_meter  # noqa: E402
-from axme_meter import _config, _transport  # noqa: E402
+from axme_meter import _config, _runtime  # noqa: E402
 from axme_meter._transport import _spool  # noqa: E402
 from gateway_stub import StubGateway  # noqa: E402
 from transport_helpers import API_KEY, CountingOpenAI  # noqa: E402
 
-_transport.install()
 _DEFAULTS = {f.name: getattr(_config.settings, f.name) for f in fields(_config.Settings)}
 
 
 @pytest.fixture(autouse=True)
 def clean_transport() -> Iterator[None]:
     axme_meter.reset_spend()
-    _transport._reset_for_tests()
+    _runtime.replace_default()
     _spool._warned_unwritable = False
     yield
     _config.configure(**{k: v for k, v in _DEFAULTS.items() if k != "agent"})
-    _transport._reset_for_tests()
+    _runtime.replace_default()
     axme_meter.reset_spend()
 
 

@@ -9,9 +9,8 @@ import openai
 import pytest
 
 import axme_meter
-from axme_meter import _guard, _transport
-from axme_meter._transport import _budget
-from axme_meter._transport._wire import BlockError, parse_agents
+from axme_meter import _budget, _runtime
+from axme_meter._protocol import BlockError, parse_agents
 from gateway_stub import StubGateway
 from transport_helpers import AGENT, CountingOpenAI, chat, wait_for
 
@@ -19,7 +18,7 @@ CALL = Decimal("0.0075")  # one mocked call: 1000 in + 500 out tokens of gpt-4o-
 
 
 def _blocked() -> bool:
-    return AGENT in _transport.blocked_agents()
+    return AGENT in _runtime.default().blocked_agents()
 
 
 def test_429_blocks_the_next_call_before_any_http(metered: StubGateway, client, openai_http: CountingOpenAI) -> None:
@@ -72,19 +71,19 @@ def test_remaining_zero_blocks_even_on_a_200(metered: StubGateway, client, opena
 
 
 def test_block_lifts_when_resets_at_passes() -> None:
-    _budget.apply_error(BlockError("budget_exceeded", "", AGENT, "max_cost_per_hour_usd", 10**12, 2 * 10**12,
+    _runtime.default().budget.apply_error(BlockError("budget_exceeded", "", AGENT, "max_cost_per_hour_usd", 10**12, 2 * 10**12,
                                    time.time() + 0.3))
     with pytest.raises(axme_meter.BudgetExceeded) as info:
-        _budget.check(AGENT, "int_1")
+        _runtime.default().budget.check(AGENT, "int_1")
     assert info.value.intent == "int_1" and info.value.policy == "max_cost_per_hour_usd"
     assert "resets" in str(info.value)
     wait_for(lambda: _try_check(AGENT), what="resets_at to pass")
-    assert not _budget.armed()
+    assert not _runtime.default().budget.armed
 
 
 def _try_check(agent: str) -> bool:
     try:
-        _budget.check(agent, None)
+        _runtime.default().budget.check(agent, None)
     except axme_meter.BudgetExceeded:
         return False
     return True
@@ -107,7 +106,7 @@ def test_lease_bounds_overshoot_of_a_fast_loop(gw: StubGateway, spool_dir, clien
     gw.set_budget(AGENT, str(limit))
     with axme_meter.agent(AGENT):
         chat(client)
-        assert _transport.flush(timeout=10)  # first answer: the lease
+        assert axme_meter.flush(timeout=10)  # first answer: the lease
         raised = None
         for _ in range(100):
             try:
@@ -169,7 +168,7 @@ def test_fail_closed_after_the_gateway_is_unreachable_too_long(metered: StubGate
 
         def refused() -> bool:
             try:
-                _guard.check(AGENT, None)  # type: ignore[misc]
+                _runtime.default().budget.check(AGENT, None)
             except axme_meter.BudgetExceeded as exc:
                 return exc.policy == "gateway_unreachable"
             return False
@@ -186,7 +185,7 @@ def test_fail_closed_after_the_gateway_is_unreachable_too_long(metered: StubGate
 
 def test_local_limits_without_any_gateway(client, openai_http) -> None:
     axme_meter.configure(local_limits={"max_cost_per_day_usd": "0.03"})
-    assert _transport.status()["mode"] == "meter-only"
+    assert axme_meter.transport_status()["mode"] == "meter-only"
     with axme_meter.agent(AGENT):
         with pytest.raises(axme_meter.BudgetExceeded) as info:
             for _ in range(20):
@@ -222,8 +221,9 @@ def test_bad_local_limits_are_rejected() -> None:
         axme_meter.configure(local_limits={"max_cost_per_day_usd": -1})
 
 
-def test_no_gateway_no_limits_means_no_precheck() -> None:
-    assert _guard.check is None
+def test_no_gateway_no_limits_means_no_accounting() -> None:
+    rt = _runtime.default()
+    assert not rt.accounting and not rt.budget.armed
 
 
 def test_message_names_agent_policy_and_amounts() -> None:
@@ -238,15 +238,15 @@ def test_gateway_lease_share_is_honoured_over_remaining() -> None:
         {"name": "max_cost_per_day_usd", "limit": "1.00", "spent": "0.00", "remaining": "1.00", "lease": "0.25",
          "resets_at": "2099-01-01T00:00:00Z"}]}}})
     assert answer[AGENT].policies[0].lease == 250_000_000_000
-    _budget.apply_answer(answer, {})
-    assert Decimal(_budget.status()["leases"][AGENT]) == Decimal("0.25")
+    _runtime.default().budget.apply_answer(answer, {})
+    assert Decimal(_runtime.default().budget.status()["leases"][AGENT]) == Decimal("0.25")
     pico = 10**12
-    _budget.account(AGENT, None, pico // 10, time.time())  # $0.10 spent, a next $0.10 still fits in $0.25
+    _runtime.default().budget.account(AGENT, None, pico // 10, time.time())  # $0.10 spent, a next $0.10 still fits in $0.25
     assert not _blocked()
-    _budget.account(AGENT, None, pico // 10, time.time())  # $0.20: a third call would pass the share (not remaining)
+    _runtime.default().budget.account(AGENT, None, pico // 10, time.time())  # $0.20: a third call would pass the share (not remaining)
     assert _blocked()
     with pytest.raises(axme_meter.BudgetExceeded) as info:
-        _budget.check(AGENT, None)
+        _runtime.default().budget.check(AGENT, None)
     assert "would exceed the remaining budget" in str(info.value)
 
 
@@ -256,5 +256,5 @@ def test_without_lease_field_remaining_is_the_lease() -> None:
         {"name": "max_cost_per_day_usd", "limit": "1.00", "spent": "0.40", "remaining": "0.60",
          "resets_at": "2099-01-01T00:00:00Z"}]}}})
     assert answer[AGENT].policies[0].lease is None
-    _budget.apply_answer(answer, {})
-    assert Decimal(_budget.status()["leases"][AGENT]) == Decimal("0.60")
+    _runtime.default().budget.apply_answer(answer, {})
+    assert Decimal(_runtime.default().budget.status()["leases"][AGENT]) == Decimal("0.60")

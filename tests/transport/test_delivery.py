@@ -9,7 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import axme_meter
-from axme_meter import _transport
+from axme_meter import _runtime
 from axme_meter._meter import CallRecord, meter
 from axme_meter._pricing import Usage
 from gateway_stub import StubGateway
@@ -19,7 +19,7 @@ ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
 def _sender():
-    return _transport.current_sender()
+    return _runtime.default().current_sender()
 
 
 def test_n_calls_make_one_request_adding_up_to_spend(gw: StubGateway, spool_dir: Path, client) -> None:
@@ -29,7 +29,7 @@ def test_n_calls_make_one_request_adding_up_to_spend(gw: StubGateway, spool_dir:
     for agent in (AGENT, "agent://acme/prod/writer"):
         with axme_meter.agent(agent):
             chat(client)
-    assert _transport.flush(timeout=10)
+    assert axme_meter.flush(timeout=10)
     gw.requests.clear()
     with axme_meter.agent(AGENT):
         for i in range(12):
@@ -38,7 +38,7 @@ def test_n_calls_make_one_request_adding_up_to_spend(gw: StubGateway, spool_dir:
     with axme_meter.agent("agent://acme/prod/writer"):
         for _ in range(5):
             chat(client)
-    assert _transport.flush(timeout=10)
+    assert axme_meter.flush(timeout=10)
     assert len(gw.requests) == 1
     request = gw.requests[0]
     assert request["headers"]["x-api-key"] == API_KEY
@@ -75,7 +75,7 @@ def test_many_calls_per_interval_stay_one_request_per_interval(metered: StubGate
     usage = Usage(input_tokens=10, output_tokens=5)
     for _ in range(20_000):
         meter.record(CallRecord(AGENT, None, MODEL, usage, 1_000, True, False, "v1"))
-    assert _transport.flush(timeout=10)
+    assert axme_meter.flush(timeout=10)
     # 20k records in well under the interval: a handful of requests, never one per call.
     assert gw_requests(metered) <= 5
     assert metered.total_calls() == 20_000
@@ -90,10 +90,10 @@ def test_replayed_batch_is_not_double_counted(metered: StubGateway, client) -> N
     metered.mode = "lose_answer"  # the gateway records, but the answer never arrives
     for _ in range(3):
         chat(client)
-    assert not _transport.flush(timeout=0.5)
+    assert not axme_meter.flush(timeout=0.5)
     assert metered.total_calls() >= 1  # recorded by the gateway, but the client never heard back
     metered.mode = "ok"
-    assert _transport.flush(timeout=10)
+    assert axme_meter.flush(timeout=10)
     assert metered.duplicates >= 1  # same ids re-sent ...
     assert metered.total_calls() == 3  # ... and counted once
     assert metered.total_cost() == axme_meter.spend().cost_usd
@@ -111,7 +111,7 @@ def test_gateway_down_then_up_loses_and_duplicates_nothing(metered: StubGateway,
         chat(client)
     metered.mode = "ok"
     wait_for(lambda: metered.total_calls() == 7, what="delivery after the gateway returns")
-    assert _transport.flush(timeout=10)
+    assert axme_meter.flush(timeout=10)
     assert metered.total_cost() == axme_meter.spend().cost_usd == Decimal("0.0525")
     assert not list(Path(_sender().status()["spool_dir"]).glob("proc-*.json"))  # acknowledged: spool emptied
 
@@ -123,11 +123,11 @@ def test_outage_memory_is_bounded_by_agents_intents_models(metered: StubGateway)
         agent = f"agent://acme/prod/a{i % 2}"
         meter.record(CallRecord(agent, f"int_{i % 3}", MODEL, usage, 7, True, False, "v1"))
         if i % 5_000 == 0:
-            _transport.flush(timeout=0.2)  # force send attempts (and freezes) during the outage
-    _transport.flush(timeout=0.2)
+            axme_meter.flush(timeout=0.2)  # force send attempts (and freezes) during the outage
+    axme_meter.flush(timeout=0.2)
     assert _sender().pending_entries() <= 2 * 2 * 3  # ≤ one frozen + one open per agent × intent
     metered.mode = "ok"
-    assert _transport.flush(timeout=10)
+    assert axme_meter.flush(timeout=10)
     assert metered.total_calls() == 30_000
     assert metered.total_cost() == Decimal(30_000 * 7).scaleb(-12)
 
@@ -137,7 +137,7 @@ def test_more_than_1000_entries_are_split(metered: StubGateway) -> None:
     usage = Usage(input_tokens=1, output_tokens=1)
     for i in range(1_500):
         meter.record(CallRecord(AGENT, f"int_{i}", MODEL, usage, 1, True, False, "v1"))
-    assert _transport.flush(timeout=10)
+    assert axme_meter.flush(timeout=10)
     sizes = [len(r["body"]["heartbeats"]) for r in metered.requests]
     assert max(sizes) <= 1000 and sum(sizes) == 1500
 
@@ -166,11 +166,11 @@ def test_api_key_is_never_logged(gw: StubGateway, spool_dir: Path, client, caplo
     chat(client)
     wait_for(lambda: gw.heartbeat_requests() >= 2, what="failed sends")
     gw.mode = "ok"
-    assert _transport.flush(timeout=10)
+    assert axme_meter.flush(timeout=10)
     axme_meter.configure(gateway_url="http://127.0.0.1:9")  # unreachable port
     chat(client)
-    _transport.flush(timeout=0.5)
-    text = "\n".join(r.getMessage() for r in caplog.records) + repr(_transport.status())
+    axme_meter.flush(timeout=0.5)
+    text = "\n".join(r.getMessage() for r in caplog.records) + repr(axme_meter.transport_status())
     assert API_KEY not in text
 
 
@@ -190,7 +190,7 @@ def test_recovery_of_a_dead_process_file_is_idempotent(metered: StubGateway, spo
     ns.mkdir(parents=True)
     for name in ("proc-deadbeef0001.json", "proc-cafecafe0002.json"):
         (ns / name).write_text(json.dumps({"entries": [entry]}))
-    assert _transport.flush(timeout=10)
+    assert axme_meter.flush(timeout=10)
     assert metered.total_cost() == Decimal("0.25")
     assert metered.total_calls() == 2
     assert not list(ns.glob("proc-*.json"))
@@ -204,10 +204,10 @@ def test_an_invalid_entry_is_set_aside_and_the_rest_delivered(metered: StubGatew
         for name in ("int_a", "int_bad", "int_b", "int_c"):
             with axme_meter.intent(name):
                 chat(client)
-    assert _transport.flush(timeout=10)
+    assert axme_meter.flush(timeout=10)
     assert metered.total_calls() == 3
     assert {e["intent_id"] for e in metered.real_entries()} == {"int_a", "int_b", "int_c"}
-    sender = _transport.current_sender()
+    sender = _runtime.default().current_sender()
     rejected = list(Path(sender.status()["spool_dir"]).glob("rejected-*.jsonl"))
     assert rejected and "int_bad" in rejected[0].read_text() and "intent_id is invalid" in rejected[0].read_text()
     assert sender.pending_entries() == 0
@@ -229,7 +229,7 @@ def test_threaded_callers_deliver_exactly_what_they_spent(metered: StubGateway, 
         t.start()
     for t in threads:
         t.join()
-    assert _transport.flush(timeout=15)
+    assert axme_meter.flush(timeout=15)
     assert metered.total_calls() == 320
     assert metered.total_cost() == axme_meter.spend().cost_usd
     ids = [e["id"] for e in metered.real_entries()]
@@ -243,9 +243,9 @@ def test_rate_limited_heartbeat_honours_retry_after(metered: StubGateway, client
 
     axme_meter.configure(heartbeat_interval=3600)  # only flush() sends in this test
     chat(client)
-    assert _transport.flush(timeout=10)
+    assert axme_meter.flush(timeout=10)
     chat(client)
-    sender = _transport.current_sender()
+    sender = _runtime.default().current_sender()
 
     class RateLimited:
         def post(self, path, body, *, timeout=None):  # noqa: ANN001
@@ -256,11 +256,11 @@ def test_rate_limited_heartbeat_honours_retry_after(metered: StubGateway, client
 
     sender._http = RateLimited()
     before = sender.requests
-    assert not _transport.flush(timeout=5)
+    assert not axme_meter.flush(timeout=5)
     assert sender.requests == before + 1  # flush gave up instead of retrying inside the Retry-After window
     assert sender._retry_at - time.monotonic() > 20  # waits as told (capped at 60 s), not hammering
     assert sender.pending_entries() == 1  # kept
-    assert _transport.blocked_agents() == []  # a rate limit is not a budget block
+    assert _runtime.default().blocked_agents() == []  # a rate limit is not a budget block
 
 
 def test_dead_processes_leave_no_lock_litter(metered: StubGateway, spool_dir: Path) -> None:
@@ -270,5 +270,5 @@ def test_dead_processes_leave_no_lock_litter(metered: StubGateway, spool_dir: Pa
     ns.mkdir(parents=True)
     (ns / "proc-0000dead0001.lock").write_text("")
     (ns / "proc-0000dead0001.json.tmp").write_text("{half")
-    assert _transport.flush(timeout=5)
+    assert axme_meter.flush(timeout=5)
     assert sorted(p.name for p in ns.iterdir()) == [f"proc-{_sender().instance}.lock"]

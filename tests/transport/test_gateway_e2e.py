@@ -13,7 +13,7 @@ pytest.importorskip("uvicorn", reason="the real gateway needs the 'gateway' extr
 pytest.importorskip("sqlalchemy", reason="the real gateway needs the 'gateway' extra")
 
 import axme_meter  # noqa: E402
-from axme_meter import _transport  # noqa: E402
+from axme_meter import _runtime  # noqa: E402
 from gateway_process import GatewayProcess, running_gateway  # noqa: E402
 from transport_helpers import AGENT, CountingOpenAI, chat, wait_for  # noqa: E402
 
@@ -52,7 +52,7 @@ def test_cost_policy_blocks_before_the_next_request(connected: GatewayProcess, c
     raised = None
     with axme_meter.agent(AGENT):
         chat(client)
-        assert _transport.flush(timeout=10)  # the first answer carries the lease: $0.0425 left
+        assert axme_meter.flush(timeout=10)  # the first answer carries the lease: $0.0425 left
         for _ in range(100):
             try:
                 chat(client)
@@ -69,11 +69,11 @@ def test_cost_policy_blocks_before_the_next_request(connected: GatewayProcess, c
     assert raised.resets_at is not None
     spent = axme_meter.spend().cost_usd
     assert spent <= limit + CALL  # a sequential loop overshoots by at most the one call in flight
-    assert _transport.flush(timeout=10)
+    assert axme_meter.flush(timeout=10)
     assert _gateway_cost(connected) == spent  # every priced call reached the gateway exactly once
     # Here the lease stopped the loop one call *before* the limit ($0.045 of $0.05: the next $0.0075
     # call would cross it); later answers keep it blocked, since remaining stays under one call.
-    assert _transport.status()["blocked"][AGENT] == ["lease"]
+    assert axme_meter.transport_status()["blocked"][AGENT] == ["lease"]
 
 
 def test_intent_limit_refuses_new_work(connected: GatewayProcess, client, openai_http: CountingOpenAI) -> None:
@@ -94,21 +94,21 @@ def test_intent_limit_refuses_new_work(connected: GatewayProcess, client, openai
 def test_kill_blocks_and_resume_unblocks(connected: GatewayProcess, client, openai_http: CountingOpenAI) -> None:
     with axme_meter.agent(AGENT):
         chat(client)
-        assert _transport.flush(timeout=10)
+        assert axme_meter.flush(timeout=10)
         with connected.client() as admin:
             assert admin.post(f"{AGENT_PATH}/kill").status_code == 200
         chat(client)  # in flight when the kill landed: recorded, and its answer blocks the agent
-        wait_for(lambda: AGENT in _transport.blocked_agents(), what="the kill to reach the client")
+        wait_for(lambda: AGENT in _runtime.default().blocked_agents(), what="the kill to reach the client")
         with pytest.raises(axme_meter.BudgetExceeded) as info:
             chat(client)
         assert info.value.state == "killed"
         assert openai_http.requests == 2
         with connected.client() as admin:
             assert admin.post(f"{AGENT_PATH}/resume").status_code == 200
-        wait_for(lambda: AGENT not in _transport.blocked_agents(), what="a probe heartbeat to learn of the resume")
+        wait_for(lambda: AGENT not in _runtime.default().blocked_agents(), what="a probe heartbeat to learn of the resume")
         chat(client)
     assert openai_http.requests == 3
-    assert _transport.flush(timeout=10)
+    assert axme_meter.flush(timeout=10)
     assert _gateway_cost(connected) == axme_meter.spend().cost_usd == 3 * CALL
 
 
@@ -117,13 +117,13 @@ def test_gateway_crash_and_restart_loses_and_duplicates_nothing(connected: Gatew
 
     with axme_meter.agent(AGENT):
         chat(client)
-        assert _transport.flush(timeout=10)
+        assert axme_meter.flush(timeout=10)
         connected.kill()  # a crash: the client keeps the spend in its spool
         for _ in range(3):
             chat(client)
-        assert not _transport.flush(timeout=0.5)
+        assert not axme_meter.flush(timeout=0.5)
     port = connected.port
     monkeypatch.setattr(gateway_process, "free_port", lambda: port)  # same URL: same gateway, same spool
     connected.start()
-    assert _transport.flush(timeout=15)
+    assert axme_meter.flush(timeout=15)
     assert _gateway_cost(connected) == axme_meter.spend().cost_usd == 4 * CALL

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 import axme_meter
-from axme_meter import _config, _transport
+from axme_meter import _config, _runtime
 from axme_meter._transport._gateway_http import InsecureGatewayURL
 from gateway_stub import StubGateway
 from transport_helpers import AGENT, API_KEY, MODEL, CountingOpenAI, chat
@@ -133,10 +133,10 @@ def test_fork_child_sends_its_own_spend_and_never_the_parents(metered: StubGatew
     axme_meter.configure(heartbeat_interval=3600)
     with axme_meter.agent(AGENT):
         chat(client)
-        assert _transport.flush(timeout=10)  # the gateway knows the agent: no more immediate sends
+        assert axme_meter.flush(timeout=10)  # the gateway knows the agent: no more immediate sends
         chat(client)
         chat(client)  # these two are pending in the parent at fork time
-    parent_instance = _transport.current_sender().instance
+    parent_instance = _runtime.default().current_sender().instance
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
@@ -145,8 +145,8 @@ def test_fork_child_sends_its_own_spend_and_never_the_parents(metered: StubGatew
             os.close(read_fd)
             with axme_meter.agent("agent://acme/prod/child"):
                 chat(client)
-            ok = _transport.flush(timeout=10)
-            report = {"ok": ok, "cost": str(axme_meter.spend().cost_usd), "instance": _transport.current_sender().instance}
+            ok = axme_meter.flush(timeout=10)
+            report = {"ok": ok, "cost": str(axme_meter.spend().cost_usd), "instance": _runtime.default().current_sender().instance}
             os.write(write_fd, json.dumps(report).encode())
             code = 0
         finally:
@@ -160,7 +160,7 @@ def test_fork_child_sends_its_own_spend_and_never_the_parents(metered: StubGatew
     assert Decimal(report["cost"]) == CALL  # the child's meter started clean
     assert metered.total_cost("agent://acme/prod/child") == CALL
     assert metered.total_cost(AGENT) == CALL  # the child never sent the parent's pending spend
-    assert _transport.flush(timeout=10)
+    assert axme_meter.flush(timeout=10)
     assert metered.total_cost(AGENT) == 3 * CALL
     assert metered.total_cost() == 4 * CALL
     assert all(e["id"].split("_")[1] == parent_instance for e in metered.real_entries() if e["agent"] == AGENT)
@@ -179,7 +179,7 @@ async def test_sender_runs_beside_a_running_event_loop(metered: StubGateway, ope
     metered.block(AGENT)
     with axme_meter.agent(AGENT):
         await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
-        while AGENT not in _transport.blocked_agents() and time.monotonic() < deadline:
+        while AGENT not in _runtime.default().blocked_agents() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         with pytest.raises(axme_meter.BudgetExceeded):
             await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
@@ -191,13 +191,12 @@ def test_meter_only_mode_says_so_once_and_needs_no_network(client, caplog) -> No
 
     before = {t.ident for t in threading.enumerate()}
     caplog.set_level(logging.INFO, logger="axme_meter")
-    _transport._said.clear()
-    _transport._apply(_config.settings)
-    _transport._apply(_config.settings)
+    rt = _runtime.replace_default()  # a fresh runtime has said nothing yet
+    rt.apply(_config.settings)
     chat(client)
-    assert _transport.status()["mode"] == "meter-only"
-    assert _transport.current_sender() is None
-    assert _transport.flush() is True
+    assert axme_meter.transport_status()["mode"] == "meter-only"
+    assert _runtime.default().current_sender() is None
+    assert axme_meter.flush() is True
     notes = [r for r in caplog.records if "meter-only" in r.getMessage()]
     assert len(notes) == 1 and notes[0].levelno == logging.INFO
     assert not [t for t in threading.enumerate() if t.ident not in before]  # no sender thread, no network
@@ -210,7 +209,7 @@ def test_plain_http_to_a_remote_host_is_refused(spool_dir: Path) -> None:
     axme_meter.configure(gateway_url="http://[::1]:8080")
     axme_meter.configure(gateway_url="https://gateway.example.com")
     axme_meter.configure(gateway_url="http://gateway.example.com", allow_insecure_http=True)
-    assert _transport.status()["mode"] == "gateway"
+    assert axme_meter.transport_status()["mode"] == "gateway"
 
 
 def test_plain_http_from_the_environment_runs_meter_only(tmp_path: Path) -> None:

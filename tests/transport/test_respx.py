@@ -10,7 +10,6 @@ import pytest
 import respx
 
 import axme_meter
-from axme_meter import _transport
 from transport_helpers import AGENT, API_KEY, CountingOpenAI, chat
 
 GATEWAY = "https://gateway.example.com"
@@ -36,7 +35,7 @@ def test_429_from_a_respx_gateway_blocks_the_next_call(spool_dir: Path, client, 
         axme_meter.configure(gateway_url=GATEWAY, api_key=API_KEY, spool_dir=spool_dir, heartbeat_interval=0.1)
         with axme_meter.agent(AGENT):
             chat(client)
-            assert _transport.flush(timeout=10)  # a 429 that recorded the entries is a delivery
+            assert axme_meter.flush(timeout=10)  # a 429 that recorded the entries is a delivery
             with pytest.raises(axme_meter.BudgetExceeded) as info:
                 chat(client)
         axme_meter.configure(gateway_url=None)

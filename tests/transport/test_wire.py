@@ -7,24 +7,35 @@ from decimal import Decimal
 
 import pytest
 
-from axme_meter._meter import Bucket, CallRecord
+from axme_meter._meter import CallRecord, Meter
 from axme_meter._pricing import Usage
+from axme_meter._protocol import EntryResult, parse_agents, parse_error, parse_iso, parse_results
+from axme_meter._transport._entries import Entry
 from axme_meter._transport._gateway_http import is_loopback, parse_retry_after, validate_url
-from axme_meter._transport._wire import Entry, parse_agents, parse_error, parse_iso, parse_results
 
 AGENT = "agent://acme/prod/research"
 
 
-def _bucket(cost: int, model: str = "gpt-4o", at: float = 1_764_370_000.25) -> Bucket:
-    bucket = Bucket(AGENT, "int_1", at, at)
-    bucket.add(CallRecord(AGENT, "int_1", model, Usage(input_tokens=100, output_tokens=50, cached_tokens=10,
-                                                      reasoning_tokens=5), cost, True, False, "v1", at=at))
-    return bucket
+def _entry(entry_id: str, *calls: tuple[int, str, float]) -> Entry:
+    """An entry built the way the sender builds one: calls recorded in a meter, drained, folded in."""
+    meter = Meter()
+    for cost, model, at in calls:
+        meter.record(CallRecord(AGENT, "int_1", model, Usage(input_tokens=100, output_tokens=50, cached_tokens=10,
+                                                            reasoning_tokens=5), cost, True, False, "v1", at=at))
+    entry: Entry | None = None
+    for (agent, intent, model), pending in meter.drain().items():
+        if entry is None:
+            entry = Entry(entry_id, agent, intent, pending.window_start, pending.window_end)
+        entry.add(model, pending)
+    assert entry is not None
+    return entry
+
+
+AT = 1_764_370_000.25
 
 
 def test_entry_wire_form_matches_the_protocol() -> None:
-    entry = Entry.from_bucket("hb_x_1_1", _bucket(30_000_000_000))
-    entry.merge(_bucket(1, model="o3", at=1_764_370_031.5))
+    entry = _entry("hb_x_1_1", (30_000_000_000, "gpt-4o", AT), (1, "o3", 1_764_370_031.5))
     wire = entry.to_wire()
     assert list(wire) == ["id", "agent", "intent_id", "status", "window_start", "window_end", "metrics", "by_model",
                           "pricing_version"]
@@ -35,8 +46,18 @@ def test_entry_wire_form_matches_the_protocol() -> None:
     assert wire["by_model"]["o3"]["cost_usd"] == "0.000000000001"  # never exponent form
 
 
+def test_the_gateway_accepts_what_the_client_sends() -> None:
+    """One protocol: the client's wire form validates against the gateway's own schema."""
+    schemas = pytest.importorskip("axme_meter.gateway._schemas", reason="needs the gateway extra")
+    entry = _entry("hb_x_1_9", (7_500_000_000, "gpt-4o", AT), (1, "o3", AT + 1))
+    batch = schemas.HeartbeatBatch.model_validate({"heartbeats": [entry.to_wire()]})
+    parsed = batch.heartbeats[0]
+    assert parsed.metrics.cost_usd == entry.totals.cost_pico and parsed.agent == AGENT
+    assert {m: v.cost_usd for m, v in parsed.by_model.items()} == {"gpt-4o": 7_500_000_000, "o3": 1}
+
+
 def test_spool_round_trip_is_exact() -> None:
-    entry = Entry.from_bucket("hb_x_1_2", _bucket(123_456_789))
+    entry = _entry("hb_x_1_2", (123_456_789, "gpt-4o", AT))
     back = Entry.from_spool(entry.to_spool())
     assert back.to_wire() == entry.to_wire()
     assert back.totals.cost_pico == 123_456_789 and not back.frozen
@@ -50,7 +71,7 @@ def test_answer_parsing_is_tolerant() -> None:
             "agents": {AGENT: {"state": "blocked", "policies": [
                 {"name": "max_cost_per_day_usd", "limit": 50, "spent": "50.12", "remaining": "-0.12",
                  "resets_at": "2026-11-29T00:00:00Z"}, "junk"]}, "agent://x/y": "junk"}}
-    assert parse_results(body) == {"a": ("recorded", None), "b": ("duplicate", None)}
+    assert parse_results(body) == {"a": EntryResult("recorded"), "b": EntryResult("duplicate")}
     agents = parse_agents(body)
     assert list(agents) == [AGENT]
     policy = agents[AGENT].policies[0]
@@ -92,7 +113,5 @@ def test_url_policy() -> None:
 
 
 def test_money_on_the_wire_is_exact() -> None:
-    entry = Entry.from_bucket("hb_x_1_3", _bucket(1))
-    for _ in range(999):
-        entry.merge(_bucket(1))
+    entry = _entry("hb_x_1_3", *[(1, "gpt-4o", AT + i) for i in range(1000)])
     assert Decimal(entry.to_wire()["metrics"]["cost_usd"]) == Decimal("0.000000001")
