@@ -18,6 +18,32 @@ def default_db_url() -> str:
     return f"sqlite:///{directory / 'gateway.sqlite3'}"
 
 
+def unpriced_rates_from(value: str | None) -> tuple[int, int]:
+    """``AXME_GATEWAY_UNPRICED_RATES="30/180"`` (USD per 1M input/output tokens), else the highest
+    input and output rates in the price table: an unknown model is assumed to be as dear as the dearest known one."""
+    from .._money import from_usd
+
+    if value:
+        parts = value.split("/")
+        try:
+            rates = tuple(from_usd(p.strip(), field="AXME_GATEWAY_UNPRICED_RATES") for p in parts)
+        except ValueError:
+            rates = ()
+        if len(rates) != 2 or min(rates) <= 0:
+            raise ValueError(f"AXME_GATEWAY_UNPRICED_RATES must be 'INPUT/OUTPUT' in USD per 1M tokens, "
+                             f"such as '30/180'; got {value!r}")
+        return rates[0], rates[1]
+    from .._pricing import table
+
+    highest = {"input": 0, "output": 0}
+    for entry in table().entries.values():
+        for period in entry.periods:
+            for name in highest:
+                highest[name] = max(highest[name], period.rates.get(name, 0))
+    per_million = 1_000_000  # table rates are pico-dollars per token
+    return highest["input"] * per_million, highest["output"] * per_million
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     db_url: str
@@ -28,6 +54,9 @@ class Settings:
     max_body_bytes: int = MAX_BODY_BYTES
     alert_retries: int = 4
     alert_backoff: float = 0.5
+    #: Conservative (input, output) rates in pico-dollars per 1M tokens for calls a client cannot price,
+    #: unless an agent's policy sets its own. See :func:`unpriced_rates_from`.
+    unpriced_rates: tuple[int, int] = (0, 0)
 
     @classmethod
     def from_env(cls, db_url: str | None = None, **overrides: object) -> Settings:
@@ -41,6 +70,7 @@ class Settings:
         }
         if env.get("AXME_GATEWAY_ALERT_RETRIES"):
             values["alert_retries"] = max(1, int(env["AXME_GATEWAY_ALERT_RETRIES"]))
+        values["unpriced_rates"] = unpriced_rates_from(env.get("AXME_GATEWAY_UNPRICED_RATES"))
         if env.get("AXME_GATEWAY_ALERT_BACKOFF"):
             values["alert_backoff"] = max(0.0, float(env["AXME_GATEWAY_ALERT_BACKOFF"]))
         values.update({k: v for k, v in overrides.items() if v is not None})

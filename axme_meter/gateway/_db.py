@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Arbitrary constant naming this app's advisory lock on PostgreSQL.
 _MIGRATION_LOCK = 0x41584D45  # "AXME"
 
@@ -139,6 +139,30 @@ instances = Table(
 )
 
 
+#: Budget grants (see ``_grants.py``): slices of a money policy's window reserved for one client process.
+#: ``amount`` is what the process may spend; ``settled`` how much of it heartbeats have reported spent.
+#: Outstanding money (``amount - settled``, while unexpired) counts against the policy's limit, so that
+#: for every policy and window: spent + outstanding <= limit.
+grants = Table(
+    "axme_grants",
+    metadata,
+    Column("grant_id", String(40), primary_key=True),
+    Column("org", String(128), nullable=False),
+    Column("address_id", String(40), nullable=False),
+    Column("instance", String(64), nullable=False),
+    Column("policy", String(64), nullable=False),
+    Column("window_start", BigInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("settled", BigInteger, nullable=False),
+    Column("ttl", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("released", Boolean, nullable=False),
+    Index("ix_axme_grants_window", "address_id", "policy", "window_start", "expires_at"),
+    Index("ix_axme_grants_instance", "address_id", "instance"),
+)
+
+
 def normalise_url(url: str) -> str:
     """``postgresql://`` means psycopg 3 here; ``sqlite:///path`` and ``postgresql+psycopg://`` pass through."""
     for prefix in ("postgresql://", "postgres://"):
@@ -192,5 +216,5 @@ def migrate(engine: Engine) -> None:
         if current is None:
             conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
         elif current < SCHEMA_VERSION:  # future migrations go here, one step per version
-            # 1 → 2: adds axme_instances only, which create_all above already made; no data to move.
+            # 1 → 2: adds axme_instances; 2 → 3: adds axme_grants. create_all above made both; no data to move.
             conn.execute(schema_version.update().values(version=SCHEMA_VERSION))

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from . import _store
+from . import _grants, _store
 from ._alerts import Alert
 from ._auth import Principal
 from ._db import write_conn
@@ -32,7 +32,7 @@ from ._errors import ApiError
 from .._protocol import money
 from ._policies import AgentStatus, PolicyStatus, intent_refusal
 from ._queries import load_status, load_statuses, parse_policy
-from ._schemas import HeartbeatEntry, IntentCreate
+from ._schemas import GrantUse, HeartbeatEntry, IntentCreate
 from ._windows import window_starts
 
 T = TypeVar("T")
@@ -46,6 +46,8 @@ class IngestResult:
     results: list[dict[str, Any]]
     statuses: dict[str, AgentStatus]
     alerts: list[Alert] = field(default_factory=list)
+    #: Outcome of each grant the batch reported on (``_grants.apply_uses``).
+    grants: dict[str, str] = field(default_factory=dict)
 
 
 def in_transaction(engine: Engine, work: Callable[[Connection], T], attempts: int = 6) -> T:
@@ -81,9 +83,17 @@ def resolve_agents(principal: Principal, entries: Sequence[HeartbeatEntry], pref
     return addresses
 
 
-def ingest(engine: Engine, principal: Principal, entries: Sequence[HeartbeatEntry], addresses: Sequence[str], now: datetime) -> IngestResult:
+def ingest(engine: Engine, principal: Principal, entries: Sequence[HeartbeatEntry], addresses: Sequence[str], now: datetime,
+           grant_uses: Sequence[GrantUse] = ()) -> IngestResult:
     ids = [e.id or f"gen_{secrets.token_hex(12)}" for e in entries]
-    return in_transaction(engine, lambda conn: _ingest_tx(conn, entries, addresses, ids, now))
+
+    def tx(conn: Connection) -> IngestResult:
+        result = _ingest_tx(conn, entries, addresses, ids, now)
+        # After the entries: the spend they carry and the grants it settles land in one transaction.
+        result.grants = _grants.apply_uses(conn, principal.org, grant_uses, int(now.timestamp()), settle=True)
+        return result
+
+    return in_transaction(engine, tx)
 
 
 def _ingest_tx(conn: Connection, entries: Sequence[HeartbeatEntry], addresses: Sequence[str], ids: Sequence[str], now: datetime) -> IngestResult:
@@ -178,17 +188,30 @@ def after_evaluation(conn: Connection, row: Mapping[Any, Any], status: AgentStat
     return alerts
 
 
-def _on_breach(conn: Connection, row: Mapping[Any, Any], status: AgentStatus, action: str, p: PolicyStatus, ts: int) -> None:
-    """First breach of this policy in this window (claimed once across replicas): event, and ``pause`` when asked.
+#: What the first breach of a policy in a window does: (event type, stored state it moves an active agent to).
+BREACH_ACTIONS: dict[str, tuple[str, str | None]] = {
+    "block": ("agent.blocked", None),
+    "notify": ("policy.breached", None),
+    "pause": ("agent.paused", "paused"),
+    "require_approval": ("agent.paused", "paused"),
+    "kill": ("agent.killed", "killed"),
+}
 
-    Pausing only on the first breach means an admin's resume sticks for the rest of the window."""
+
+def _on_breach(conn: Connection, row: Mapping[Any, Any], status: AgentStatus, action: str, p: PolicyStatus, ts: int) -> None:
+    """First breach of this policy in this window (claimed once across replicas): event, and a state change when asked.
+
+    Changing state only on the first breach means an admin's resume sticks for the rest of the window."""
     org, aid = row["org"], row["address_id"]
-    kind = {"block": "agent.blocked", "pause": "agent.paused", "notify": "policy.breached"}[action]
+    kind, new_state = BREACH_ACTIONS[action]
     data = _policy_data(row["address"], p)
-    if action == "pause" and status.state == "active":
-        if _store.set_state(conn, aid, "paused") == "active":
-            status.state = "paused"
+    if new_state is not None:
+        if status.state == "active" and _store.set_state(conn, aid, new_state) == "active":
+            status.state = new_state
             data["by"] = "policy"
+            if action == "require_approval":
+                data["approval_required"] = True
+                data["message"] = f"{row['address']} is paused until an admin approves more budget and resumes it"
         else:
             kind = "policy.breached"
     _store.add_event(conn, org, aid, kind, data, ts)

@@ -36,9 +36,9 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection
 
 from .._attribution import InvalidAgentAddress, validate_address
+from .._protocol import money
 from . import _store
 from ._db import agents, counters, events, intents
-from .._protocol import money
 from ._policies import AgentStatus, evaluate, windows_needed
 from ._schemas import CostPolicy, policy_from_storage
 from ._windows import WINDOWS, bounds, buckets, iso, window_starts

@@ -15,7 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 
 from .._attribution import validate_address
 from .._money import from_usd
-from .._protocol import MAX_BATCH
+from .._protocol import MAX_BATCH, MAX_CALL_USD
 from ._windows import zone
 
 MAX_ENTRY_USD = Decimal(10_000)
@@ -105,8 +105,38 @@ class HeartbeatEntry(_Strict):
         return self
 
 
+GrantId = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^gr_[0-9a-f]{1,37}$")]
+Instance = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+UsedMoney = Annotated[int, _money(MAX_POLICY_USD), _MONEY_SCHEMA]
+
+
+class GrantUse(_Strict):
+    """What a client process has spent from one grant so far (cumulative); ``final`` returns the rest."""
+
+    id: GrantId
+    used_usd: UsedMoney
+    final: bool = False
+
+
 class HeartbeatBatch(_Strict):
     heartbeats: Annotated[list[HeartbeatEntry], Field(min_length=1, max_length=MAX_BATCH)]
+    #: Our extension: settles grants (``used_usd`` is cumulative, so a replay changes nothing).
+    grants: Annotated[list[GrantUse], Field(max_length=MAX_BATCH)] = Field(default_factory=list)
+
+
+class GrantRequest(_Strict):
+    """``POST /v1/mesh/grants``: a client process asks for its slices of an agent's money policies."""
+
+    agent: Address | None = None
+    instance: Instance
+    #: The client's prediction of its next call's cost: slices never shrink below it.
+    call_cost_usd: Annotated[int, _money(MAX_CALL_USD), _MONEY_SCHEMA] | None = None
+    #: Upper bound on each slice the client wants (the gateway may grant less).
+    want_usd: Annotated[int, _money(MAX_POLICY_USD, positive=True), _MONEY_SCHEMA] | None = None
+    #: The client's heartbeat interval: a grant expires after a few of them without news.
+    heartbeat_interval: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] | None = None
+    #: Grants this process holds (usage so far, and ``final`` ones it returns).
+    held: Annotated[list[GrantUse], Field(max_length=10)] = Field(default_factory=list)
 
 
 class IntentCreate(_Strict):
@@ -134,7 +164,17 @@ class CostPolicy(_Strict):
     max_cost_per_intent_usd: LimitMoney | None = None
     max_intents_per_day: Annotated[int, Field(ge=1, le=MAX_COUNT, strict=True)] | None = None
     max_intents_per_hour: Annotated[int, Field(ge=1, le=MAX_COUNT, strict=True)] | None = None
-    action_on_breach: Literal["block", "notify", "pause"] = "block"
+    #: ``alert`` is AXME's spelling of ``notify`` (stored as ``notify``); ``require_approval`` pauses the agent
+    #: until an admin resumes it.
+    action_on_breach: Annotated[Literal["block", "notify", "pause", "kill", "require_approval"],
+                                BeforeValidator(lambda v: "notify" if v == "alert" else v)] = "block"
+    #: A call the client cannot price (a model newer than its price table, or no usage reported):
+    #: ``estimate`` books it at the conservative rates below, ``refuse`` stops it before it is sent.
+    on_unpriced_call: Literal["estimate", "refuse"] = "estimate"
+    #: Conservative rates for unpriced calls, USD per 1M tokens; unset means the gateway's default
+    #: (``AXME_GATEWAY_UNPRICED_RATES``, else the highest rates in its price table).
+    unpriced_input_usd_per_1m: LimitMoney | None = None
+    unpriced_output_usd_per_1m: LimitMoney | None = None
     timezone: Annotated[str, Field(max_length=64)] = "UTC"
     alert_thresholds: Annotated[list[Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]], Field(max_length=10)] = Field(
         default_factory=lambda: [0.5, 0.8, 1.0]
@@ -163,7 +203,7 @@ class CostPolicy(_Strict):
         from .._protocol import money
 
         out = self.model_dump(mode="python")
-        for name in MONEY_FIELDS:
+        for name in MONEY_FIELDS + RATE_FIELDS:
             if out[name] is not None:
                 out[name] = money(out[name])
         return out
@@ -175,6 +215,7 @@ class CostPolicy(_Strict):
 
 MONEY_FIELDS = ("max_cost_per_hour_usd", "max_cost_per_day_usd", "max_cost_per_month_usd", "max_cost_per_intent_usd")
 COUNT_FIELDS = ("max_intents_per_hour", "max_intents_per_day")
+RATE_FIELDS = ("unpriced_input_usd_per_1m", "unpriced_output_usd_per_1m")
 LIMIT_FIELDS = MONEY_FIELDS + COUNT_FIELDS
 
 

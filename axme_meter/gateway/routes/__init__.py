@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from . import agents, heartbeat, intents, policies, system
+from . import agents, grants, heartbeat, intents, policies, system
 
 _AGENT = "/v1/mesh/agents/{address_id}"
 
@@ -16,6 +16,7 @@ def routes() -> list[Route]:
         Route("/openapi.json", system.openapi, methods=["GET"]),
         Route("/v1/keys", system.create_key, methods=["POST"]),
         Route("/v1/mesh/heartbeat", heartbeat.heartbeat, methods=["POST"]),
+        Route("/v1/mesh/grants", grants.create_grants, methods=["POST"]),
         Route("/v1/mesh/intents", intents.create_intent, methods=["POST"]),
         Route("/v1/mesh/intents/{intent_id}", intents.get_intent, methods=["GET"]),
         Route("/v1/mesh/agents", agents.list_agents, methods=["GET"]),

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from .._ingest import ingest, resolve_agents
-from .._schemas import HeartbeatBatch, HeartbeatEntry
+from .._schemas import GrantUse, HeartbeatBatch, HeartbeatEntry
 from ._common import block_error, gateway, principal, read_json, validate
 
 
@@ -18,17 +18,22 @@ async def heartbeat(request: Request) -> JSONResponse:
     started = time.perf_counter()
     who = principal(request)
     data = await read_json(request, allow_empty=True)
+    uses: list[GrantUse] = []
     if isinstance(data, dict) and "heartbeats" in data:
-        entries = validate(HeartbeatBatch, data).heartbeats
+        batch = validate(HeartbeatBatch, data)
+        entries, uses = batch.heartbeats, batch.grants
         prefix = "heartbeats."
     else:
         entries = [validate(HeartbeatEntry, data)]
         prefix = ""
     addresses = resolve_agents(who, entries, prefix)
     now = gw.clock.now()
-    result = await run_in_threadpool(ingest, gw.engine, who, entries, addresses, now)
+    result = await run_in_threadpool(ingest, gw.engine, who, entries, addresses, now, uses)
     gw.dispatcher.submit(result.alerts)
-    body = {"results": result.results, "agents": {a: s.to_wire(money_only=True) for a, s in result.statuses.items()}}
+    body: dict[str, object] = {"results": result.results,
+                               "agents": {a: s.to_wire(money_only=True) for a, s in result.statuses.items()}}
+    if uses:
+        body["grants"] = result.grants
     for r in result.results:
         gw.metrics.entries.labels(r["status"]).inc()
     gw.metrics.note_states({s.address_id: s.state for s in result.statuses.values()})
