@@ -8,6 +8,7 @@ was wrapped.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import inspect
@@ -80,6 +81,10 @@ class _Scope:
     def _enter(self) -> tuple[contextvars.Token[Any], ...]:
         raise NotImplementedError
 
+    async def _enter_async(self) -> tuple[contextvars.Token[Any], ...]:
+        """``async with``: the same as :meth:`_enter` unless entering waits on I/O (see :class:`intent`)."""
+        return self._enter()
+
     def _fresh(self) -> _Scope:
         """A new scope for one decorated call (decorators must not share tokens)."""
         return self
@@ -95,7 +100,8 @@ class _Scope:
             token.var.reset(token)
 
     async def __aenter__(self) -> _Scope:
-        return self.__enter__()
+        self._tokens.append(await self._enter_async())
+        return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -107,7 +113,7 @@ class _Scope:
 
             @functools.wraps(fn)
             async def agen_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with self._fresh():
+                async with self._fresh():
                     async for item in fn(*args, **kwargs):
                         yield item
 
@@ -116,7 +122,7 @@ class _Scope:
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with self._fresh():
+                async with self._fresh():
                     return await fn(*args, **kwargs)
 
             return async_wrapper  # type: ignore[return-value]
@@ -177,6 +183,19 @@ class intent(_Scope):
         from . import _runtime  # lazy: the runtime imports settings, which import this module
 
         _runtime.default().register_intent(current_agent(), intent_id, self.labels)
+        self.intent_id = intent_id
+        return (_intent.set(intent_id),)
+
+    async def _enter_async(self) -> tuple[contextvars.Token[Any], ...]:
+        """Registration may wait on the gateway: in a thread, so the event loop keeps running."""
+        intent_id = self._fixed_id or new_intent_id()
+        from . import _runtime
+
+        runtime = _runtime.default()
+        if runtime.registers_intents:
+            await asyncio.to_thread(runtime.register_intent, current_agent(), intent_id, self.labels)
+        else:
+            runtime.register_intent(current_agent(), intent_id, self.labels)
         self.intent_id = intent_id
         return (_intent.set(intent_id),)
 

@@ -12,22 +12,29 @@ priced call, flush or intent registration with a gateway configured.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _config
 from ._budget import Budget
+from ._budget._grants import NEED_GRANT, Reservation
+from ._errors import BudgetExceeded
 from ._meter import CallRecord, meter
 
 if TYPE_CHECKING:
     from ._transport._sender import Sender
+
+#: How long a call may wait for the gateway to grant budget (first call of an agent, or its slice ran out).
+GRANT_WAIT = 10.0
 
 log = logging.getLogger("axme_meter")
 
@@ -53,8 +60,83 @@ class Runtime:
 
     # ------------------------------------------------------------------ the client's calls
 
-    def after_call(self, rec: CallRecord) -> None:
-        """After every priced call (on the caller's thread): budget accounting and the sender's dirty flag."""
+    def admit(self, agent: str, intent: str | None) -> Reservation | None:
+        """Before a call: raise ``BudgetExceeded`` if the agent may not spend, else reserve its predicted
+        cost from this process's grant, asking the gateway first (bounded) when what is held does not cover it."""
+        try:
+            reservation = self.budget.admit(agent, intent)
+            if reservation is NEED_GRANT:
+                return self._admit_with_grant(agent, intent)
+        except BudgetExceeded:
+            self._on_refusal()
+            raise
+        return reservation  # type: ignore[return-value]
+
+    async def admit_async(self, agent: str, intent: str | None) -> Reservation | None:
+        """:meth:`admit` for async clients: a wait for the gateway runs in a thread, never on the event loop."""
+        try:
+            reservation = self.budget.admit(agent, intent)
+            if reservation is NEED_GRANT:
+                return await asyncio.to_thread(self._admit_with_grant, agent, intent)
+        except BudgetExceeded:
+            self._on_refusal()
+            raise
+        return reservation  # type: ignore[return-value]
+
+    def _on_refusal(self) -> None:
+        """A refused process often exits (or crashes) next: put its unsent spend on disk now, not within 0.5 s."""
+        sender = self._sender
+        if sender is not None and sender.dirty:
+            try:
+                sender.checkpoint()
+            except Exception:  # pragma: no cover - never turn a refusal into another error
+                log.exception("axme_meter: could not checkpoint unsent spend")
+
+    def _admit_with_grant(self, agent: str, intent: str | None) -> Reservation | None:
+        deadline = time.monotonic() + GRANT_WAIT
+        while True:
+            event, leader = self.budget.begin_ask(agent)
+            reached = True
+            if leader:
+                try:
+                    sender = self.sender()
+                    reached = sender is not None and sender.request_grant(agent)
+                except Exception:  # metering must never break the user's call: as if unreachable
+                    log.exception("axme_meter: grant request failed")
+                    reached = False
+                finally:
+                    self.budget.end_ask(agent, event)
+            else:
+                event.wait(max(0.0, deadline - time.monotonic()))
+            reservation = self.budget.admit(agent, intent)  # raises when the gateway refused
+            if reservation is not NEED_GRANT:
+                return reservation  # type: ignore[return-value]
+            if not reached or not self.budget.granting:
+                return None  # unreachable (fail_mode decides, in admit) or no grants there: as before grants
+            if time.monotonic() >= deadline:
+                raise BudgetExceeded(
+                    f"{agent}: the gateway granted no budget for this call within {GRANT_WAIT:g}s (the agent's "
+                    "remaining budget is spread over its other running processes); retry shortly",
+                    agent=agent, intent=intent, policy=None)
+
+    def release(self, reservation: Reservation | None) -> None:
+        """The call failed before it could cost anything: its reservation goes back to the grant."""
+        if reservation is not None:
+            self.budget.release(reservation)
+
+    def book(self, rec: CallRecord, reservation: Reservation | None = None) -> None:
+        """Record a priced call (on the caller's thread): the meter, the grant it spent from, the budget, the sender."""
+        if reservation is None:
+            meter.record(rec)
+            ask = False
+        else:
+            ask = self.budget.record_reserved(rec, reservation, meter)
+        self._after_record(rec)
+        if ask:
+            self._wake_sender()
+
+    def _after_record(self, rec: CallRecord) -> None:
+        """After a priced call was recorded: budget accounting and the sender's dirty flag."""
         sender = self._sender
         if sender is None:
             if self._target is not None:
@@ -113,6 +195,8 @@ class Runtime:
                 if old is not None:
                     # Different gateway, key or spool: park the old state on disk (no network inside configure()).
                     old.close(network=False)
+                self.budget.forget_grants()
+                self.budget.granting = target is not None  # until the gateway shows it has no grant endpoint
                 if target is not None and meter.has_pending():
                     self.sender().note_record()  # spend recorded before a gateway was configured is sent now
             elif self._sender is not None:

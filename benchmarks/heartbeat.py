@@ -5,7 +5,7 @@ Measured in one run, against a loopback stub gateway (no internet needed):
 1. the pre-flight ``Budget.check(agent, intent)`` (a bound method reading one slot) that runs
    before every metered call, in ns, as a ratio to an empty Python function call and to the
    same test written against a module global (the shape it replaced), measured in the same loop;
-2. ``meter.record`` and ``Runtime.after_call`` (lease accounting and the sender's dirty flag);
+2. ``meter.record`` alone and ``Runtime.book`` (the meter plus lease accounting and the sender's dirty flag);
 3. the sender's memory after 1,000,000 recorded calls (tracemalloc; gateway down, so nothing
    leaves: the worst case), next to the same figure at 100,000 calls (it must not grow);
 4. heartbeat requests per interval at a high call rate (gateway up).
@@ -87,8 +87,7 @@ def _record(i: int, usage: Usage) -> None:
     """What the client does after every priced call: record it, then tell the runtime."""
     rec = CallRecord(AGENT if i % 2 else "agent://acme/prod/bench2", f"int_{i % 10}", MODELS[i % 3], usage,
                      1_234_567, True, False, "bench")
-    meter.record(rec)
-    _runtime.default().after_call(rec)
+    _runtime.default().book(rec)
 
 
 def bench_listener(number: int) -> None:
@@ -100,7 +99,7 @@ def bench_listener(number: int) -> None:
         pass
 
     ns = {"meter": meter, "rec": rec, "empty": empty, "rt": rt}
-    stmts = {"base": "empty(rec)", "after": "rt.after_call(rec)", "record": "meter.record(rec)"}
+    stmts = {"base": "empty(rec)", "book": "rt.book(rec)", "record": "meter.record(rec)"}
     plain = _interleaved_ns(stmts, ns, number)
     # With a lease from the gateway (cost policy), accounting takes its locked path.
     rt.budget.apply_answer({AGENT: AgentState("active", [PolicyState("max_cost_per_day_usd", 10**15, 0, 10**15)])},
@@ -110,8 +109,8 @@ def bench_listener(number: int) -> None:
     print("2. per recorded call (after the LLM answered; the raw call costs ~600 µs)")
     print(f"   empty function call (baseline)  : {plain['base']:7.1f} ns")
     print(f"   meter.record                    : {plain['record']:7.1f} ns")
-    print(f"   runtime.after_call, no lease    : {plain['after']:7.1f} ns")
-    print(f"   runtime.after_call, with lease  : {leased['after']:7.1f} ns")
+    print(f"   runtime.book, no lease          : {plain['book']:7.1f} ns  ({plain['book'] - plain['record']:+.1f} ns over the meter)")
+    print(f"   runtime.book, with lease        : {leased['book']:7.1f} ns  ({leased['book'] - leased['record']:+.1f} ns over the meter)")
 
 
 def bench_memory(calls: int, gw: StubGateway) -> None:

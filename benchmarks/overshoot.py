@@ -1,24 +1,24 @@
-"""Overshoot: how far past a cost policy do 8 processes x 8 threads get before they are stopped?
+"""Overshoot: how many calls past a block policy do many client processes get, grants vs the lease baseline?
 
-One agent, one policy ($X/day, block) on a real gateway process (SQLite), 64
-threads calling ``axme_meter.OpenAI`` against the loopback OpenAI simulator as
-fast as they can. The spend the gateway records beyond $X is the overshoot. Two
-phases in the same run, same settings, fresh agent each:
+One agent per phase with a ``$/day, block`` policy worth ``--budget-calls`` calls, on a real
+``axme-meter gateway`` (SQLite; and two replicas sharing PostgreSQL with ``--postgres URL``).
+Worker processes call ``axme_meter.OpenAI`` against the loopback OpenAI simulator (every call
+costs the same) as fast as they can, each thread until ``BudgetExceeded``. The simulator counts
+what really reached "OpenAI": overshoot in calls = upstream calls - budget calls.
 
-* ``leases``   - the transport as shipped: leases from the gateway's per-process
-  ``lease`` (``remaining`` / live client instances; ``remaining`` when absent)
-  and early heartbeats when half of it is used;
-* ``interval`` - the baseline: blocks arrive only with the regular heartbeat
-  (leases and early wake-ups switched off by a ``Budget`` subclass in the
-  worker processes; the library has no public switch for this);
-* ``shared`` (with --shared, an experiment from before the gateway sent ``lease``) -
-  as ``leases``, further divided by ``processes``; now that the gateway splits, this
-  divides twice and only shows what an even smaller share would do.
+Shapes (processes x threads): 1x8, 4x4, 8x8, and a crash loop: 20 short-lived processes in a
+row, each calling until refused and then dying without a clean exit (``os._exit``), as a
+crash-looping worker does. Two modes per shape, in the same run, fresh agent each:
 
-The target is an overshoot no larger than the calls in flight (64).
-Everything stays on 127.0.0.1; each phase is bounded by --phase-seconds.
+* ``lease``  - the baseline: the client bounds spend with the lease from heartbeat answers
+  (``remaining``, or our gateway's per-process ``lease``), as against a gateway without grants;
+* ``grants`` - the client spends only what the gateway granted it (``POST /v1/mesh/grants``).
 
-Run: python benchmarks/overshoot.py [--budget 1.00] [--interval 5] [--processes 8] [--threads 8]
+The guarantee under test: at most one call's cost per process past the limit, and only when a
+call cost more than predicted (here every call costs the same, so: zero), and a new process of a
+blocked agent sends nothing.
+
+Run: python benchmarks/overshoot.py [--budget-calls 200] [--interval 5] [--postgres URL] [--shapes 1x8,4x4,8x8,crash]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # run from a checkout without installing
 
 MESSAGES = [
     {"role": "system", "content": "You are the research agent of the support team."},
@@ -47,54 +49,23 @@ MESSAGES = [
 # ----------------------------------------------------------------------------- worker process
 
 
-def _budget_for(mode: str, processes: int) -> Any:
-    """The ``Budget`` a worker uses: as shipped, or a baseline/experiment variant (subclasses, no patching)."""
-    from axme_meter._budget import LEASE, Budget
-
-    class IntervalOnly(Budget):
-        """Baseline: blocks arrive only with the regular heartbeat (no leases, no early wake-ups)."""
-
-        def apply_answer(self, agents: Any, base: Any) -> None:
-            super().apply_answer(agents, base)
-            with self._lock:
-                self._leases.clear()
-                for agent in list(self._agents):
-                    self._lift_locked(agent, LEASE)
-
-        def account(self, agent: str, intent: str | None, cost: int, at: float) -> bool:
-            super().account(agent, intent, cost, at)
-            return False
-
-    class Shared(Budget):
-        """Experiment: each process leases ``lease / processes``."""
-
-        def apply_answer(self, agents: Any, base: Any) -> None:
-            super().apply_answer(agents, base)
-            with self._lock:
-                for lease in self._leases.values():
-                    lease.remaining //= processes
-
-    return {"interval": IntervalOnly, "shared": Shared}.get(mode, Budget)()
-
-
 def worker(config: dict[str, Any]) -> None:
     import axme_meter
     from axme_meter import _runtime
 
-    _runtime.default().budget = _budget_for(config["mode"], config["processes"])  # before the sender exists
-    axme_meter.configure(gateway_url=config["gateway"], api_key=config["key"],
-                         heartbeat_interval=config["interval"], spool_dir=config["spool"])
+    axme_meter.configure(gateway_url=config["gateway"], api_key=config["key"], heartbeat_interval=config["interval"],
+                         spool_dir=config["spool"])
+    if config["mode"] == "lease":
+        _runtime.default().budget.granting = False  # the baseline: leases from heartbeat answers only
     client = axme_meter.OpenAI(base_url=config["base_url"], api_key="sk-sim", max_retries=0)
-    counts: dict[str, Any] = {"calls": 0, "blocked": 0, "errors": 0, "error_types": {}}
+    counts: dict[str, Any] = {"calls": 0, "blocked": 0, "errors": {}}
     lock = threading.Lock()
     stop_at = time.monotonic() + config["seconds"]
     go = threading.Event()
 
     def hammer() -> None:
         go.wait()
-        calls = errors = 0
-        blocked = False
-        kinds: dict[str, int] = {}
+        calls, blocked, errors = 0, False, {}
         while time.monotonic() < stop_at:
             try:
                 client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
@@ -103,27 +74,29 @@ def worker(config: dict[str, Any]) -> None:
                 blocked = True
                 break
             except Exception as exc:  # counted and reported, never hidden
-                errors += 1
-                kinds[type(exc).__name__] = kinds.get(type(exc).__name__, 0) + 1
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
         with lock:
-            for kind, n in kinds.items():
-                counts["error_types"][kind] = counts["error_types"].get(kind, 0) + n
             counts["calls"] += calls
             counts["blocked"] += blocked
-            counts["errors"] += errors
+            for kind, n in errors.items():
+                counts["errors"][kind] = counts["errors"].get(kind, 0) + n
 
     with axme_meter.agent(config["agent"]):
         threads = [threading.Thread(target=axme_meter.bind(hammer)) for _ in range(config["threads"])]
     for thread in threads:
         thread.start()
-    print("READY", flush=True)
-    sys.stdin.readline()  # the parent says GO once every worker is ready
-    started = time.monotonic()
+    if config["wait_for_go"]:
+        print("READY", flush=True)
+        sys.stdin.readline()  # the parent says GO once every worker is ready
     go.set()
     for thread in threads:
         thread.join()
-    counts["seconds"] = round(time.monotonic() - started, 3)
-    counts["flushed"] = axme_meter.flush(timeout=20)
+    status = axme_meter.transport_status()
+    counts["grant_requests"] = int(status.get("grant_requests", 0) or 0)
+    if config["crash"]:
+        print("RESULT " + json.dumps(counts), flush=True)
+        os._exit(0)  # a crash: no final flush, no grant returned; the spool keeps the spend for the next process
+    counts["flushed"] = bool(axme_meter.flush(timeout=20))
     counts["heartbeat_requests"] = int(axme_meter.transport_status().get("requests", 0) or 0)
     print("RESULT " + json.dumps(counts), flush=True)
 
@@ -133,114 +106,171 @@ def worker(config: dict[str, Any]) -> None:
 
 @dataclass
 class Phase:
+    backend: str
+    shape: str
     mode: str
-    agent: str
-    calls: int
+    processes: int
+    upstream: int
+    budget_calls: int
+    recorded: Decimal
     blocked_threads: int
-    errors: int
+    threads: int
+    grant_requests: int
+    errors: dict[str, int]
     seconds: float
-    gateway_spent: Decimal
-    upstream_calls: int
-    heartbeat_requests: int
 
-    def overshoot(self, budget: Decimal) -> Decimal:
-        return self.gateway_spent - budget
-
-    def overshoot_calls(self, budget: Decimal) -> float:
-        per_call = self.gateway_spent / self.calls if self.calls else Decimal(0)
-        return float(self.overshoot(budget) / per_call) if per_call else 0.0
+    @property
+    def over_calls(self) -> int:
+        return self.upstream - self.budget_calls
 
 
-def _gateway_spent(api: Any, agent: str) -> Decimal:
-    costs = api.costs(agent, "day")
-    for key in ("total", "totals"):
-        block = costs.get(key) if isinstance(costs, dict) else None
-        if isinstance(block, dict) and block.get("cost_usd") is not None:
-            return Decimal(str(block["cost_usd"]))
-    for entry in api.agents("day"):
-        if entry.get("address") == agent:
-            return Decimal(str(entry.get("cost_period") or 0))
-    return Decimal(0)
+def _spawn(config: dict[str, Any], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(config)], env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
 
-def run_phase(mode: str, args: argparse.Namespace, gateway: Any, api: Any, sim: Any, work: Path) -> Phase:
-    agent = f"agent://bench/production/hammer-{mode}"
-    api.put_policy(agent, {"max_cost_per_day_usd": str(args.budget), "action_on_breach": "block"})
-    config = {"gateway": gateway.url, "key": gateway.admin_key, "interval": args.interval, "mode": mode,
-              "spool": str(work / f"spool-{mode}"), "base_url": sim.base_url, "agent": agent,
-              "threads": args.threads, "seconds": args.phase_seconds, "processes": args.processes}
+def _collect(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
+    out, _ = proc.communicate(timeout=timeout)
+    line = next((l for l in out.splitlines() if l.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit(f"worker exited {proc.returncode} without a result")
+    return json.loads(line[len("RESULT "):])
+
+
+def run_phase(backend: str, urls: list[str], key: str, shape: str, mode: str, args: argparse.Namespace, api: Any,
+              sim: Any, call_cost: Decimal, work: Path) -> Phase:
+    crash = shape == "crash"
+    processes, threads = (args.crash_processes, 2) if crash else map(int, shape.split("x"))
+    agent = f"agent://bench/production/{backend}-{shape}-{mode}-{secrets.token_hex(3)}"
+    limit = call_cost * args.budget_calls
+    api.put_policy(agent, {"max_cost_per_day_usd": str(limit), "action_on_breach": "block"})
     env = {k: v for k, v in os.environ.items() if not k.startswith("AXME_")}
-    procs = [subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(config)], env=env, text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in range(args.processes)]
-    for proc in procs:
-        line = proc.stdout.readline() if proc.stdout else ""
-        if not line.startswith("READY"):
-            raise SystemExit(f"worker failed to start: {line!r}")
+    spool = str(work / f"spool-{backend}-{shape}-{mode}")
+    base = {"key": key, "interval": args.interval, "mode": mode, "spool": spool, "base_url": sim.base_url,
+            "agent": agent, "threads": threads, "seconds": args.phase_seconds, "crash": crash}
     before = sim.stats.requests
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.write("GO\n")
-        proc.stdin.flush()
+    started = time.monotonic()
     results = []
-    for proc in procs:
-        out, _ = proc.communicate(timeout=args.phase_seconds + 60)
-        line = next((l for l in out.splitlines() if l.startswith("RESULT ")), None)
-        if line is None:
-            raise SystemExit(f"worker exited {proc.returncode} without a result")
-        results.append(json.loads(line[len("RESULT "):]))
-    kinds: dict[str, int] = {}
+    if crash:  # one after the other: a crash-looping worker
+        for i in range(processes):
+            proc = _spawn({**base, "gateway": urls[i % len(urls)], "wait_for_go": False}, env)
+            results.append(_collect(proc, args.phase_seconds + 60))
+    else:
+        procs = [_spawn({**base, "gateway": urls[i % len(urls)], "wait_for_go": True}, env) for i in range(processes)]
+        for proc in procs:
+            line = proc.stdout.readline() if proc.stdout else ""
+            if not line.startswith("READY"):
+                raise SystemExit(f"worker failed to start: {line!r}")
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("GO\n")
+            proc.stdin.flush()
+        results = [_collect(proc, args.phase_seconds + 60) for proc in procs]
+    seconds = time.monotonic() - started
+    upstream = sim.stats.requests - before
+    calls = sum(r["calls"] for r in results)
+    if calls != upstream:
+        print(f"  note: workers counted {calls} answered calls, the simulator {upstream} requests", file=sys.stderr)
+    errors: dict[str, int] = {}
     for r in results:
-        for kind, n in r["error_types"].items():
-            kinds[kind] = kinds.get(kind, 0) + n
-    if kinds:
-        print(f"[{mode}] errors by type: {kinds}", file=sys.stderr)
-    return Phase(mode, agent, sum(r["calls"] for r in results), sum(r["blocked"] for r in results),
-                 sum(r["errors"] for r in results), max(r["seconds"] for r in results),
-                 _gateway_spent(api, agent), sim.stats.requests - before,
-                 sum(r["heartbeat_requests"] for r in results))
+        for kind, n in r["errors"].items():
+            errors[kind] = errors.get(kind, 0) + n
+    return Phase(backend, shape, mode, processes, upstream, args.budget_calls, _recorded(api, agent),
+                 sum(r["blocked"] for r in results), processes * threads, sum(r["grant_requests"] for r in results),
+                 errors, seconds)
+
+
+def _recorded(api: Any, agent: str) -> Decimal:
+    costs = api.costs(agent, "day")
+    totals = costs.get("totals") if isinstance(costs, dict) else None
+    return Decimal(str(totals["cost_usd"])) if isinstance(totals, dict) else Decimal(0)
+
+
+def _call_cost(sim: Any) -> Decimal:
+    """What one benchmark call costs (the simulator answers every call with the same token counts)."""
+    import axme_meter
+
+    client = axme_meter.OpenAI(base_url=sim.base_url, api_key="sk-sim", max_retries=0)
+    before = axme_meter.spend().cost_usd
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    after = axme_meter.spend().cost_usd
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert axme_meter.spend().cost_usd - after == after - before, "calls must cost the same"
+    return after - before
+
+
+def _backends(args: argparse.Namespace, work: Path) -> list[tuple[str, list[Any]]]:
+    from gateway_process import GatewayProcess
+
+    out: list[tuple[str, list[Any]]] = [("sqlite", [GatewayProcess(work / "sqlite")])]
+    if args.postgres:
+        import psycopg
+
+        name = "axme_overshoot_" + secrets.token_hex(4)
+        with psycopg.connect(args.postgres, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        url = args.postgres.rpartition("/")[0] + "/" + name
+        key = "axme_sa_bench_" + secrets.token_hex(12)
+        out.append(("pg-2-replicas", [GatewayProcess(work / f"pg{i}", db_url=url, admin_key=key) for i in range(2)]))
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--budget", type=Decimal, default=Decimal("1.00"), help="policy limit in USD (default 1.00)")
+    parser.add_argument("--budget-calls", type=int, default=200, help="the policy limit, in calls (default 200)")
     parser.add_argument("--interval", type=float, default=5.0, help="heartbeat interval in seconds (default 5)")
-    parser.add_argument("--processes", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--shapes", default="1x8,4x4,8x8,crash", help="processes x threads, and 'crash' (default all)")
+    parser.add_argument("--crash-processes", type=int, default=20)
     parser.add_argument("--phase-seconds", type=float, default=40.0, help="upper bound per phase (default 40)")
-    parser.add_argument("--shared", action="store_true",
-                        help="add an experimental phase where each process leases remaining/processes")
+    parser.add_argument("--postgres", default=os.environ.get("AXME_TEST_POSTGRES_URL"),
+                        help="also run two gateway replicas on this PostgreSQL server (default $AXME_TEST_POSTGRES_URL)")
     args = parser.parse_args()
     if args.worker:
         worker(json.loads(args.worker))
         return
     from axme_meter.cli._policy import GatewayAPI
-    from axme_meter.demo._gateway import EmbeddedGateway
     from axme_meter.demo._simulator import Simulator, SimulatorConfig
 
-    in_flight = args.processes * args.threads
     work = Path(tempfile.mkdtemp(prefix="axme-overshoot-"))
-    sim_config = SimulatorConfig(seed=1, completion_tokens=(100, 200), cache_hit_rate=0.0)
-    with EmbeddedGateway(work / "gateway") as gateway, Simulator(sim_config) as sim, \
-            GatewayAPI(gateway.url, gateway.admin_key) as api:
-        modes = ("interval", "leases", "shared") if args.shared else ("interval", "leases")
-        phases = [run_phase(mode, args, gateway, api, sim, work) for mode in modes]
-    print(f"\novershoot: {args.processes} processes x {args.threads} threads = {in_flight} calls in flight, "
-          f"policy ${args.budget}/day (block), heartbeat interval {args.interval:g}s, gpt-4o via the simulator")
-    print(f"{'mode':<10}{'calls':>8}{'recorded $':>13}{'over $':>10}{'over calls':>12}{'x in-flight':>13}"
-          f"{'blocked thr':>13}{'errors':>8}{'HB reqs':>9}{'secs':>7}")
+    sim_config = SimulatorConfig(seed=1, completion_tokens=150, cache_hit_rate=0.0)
+    phases: list[Phase] = []
+    with Simulator(sim_config) as sim:
+        call_cost = _call_cost(sim)
+        print(f"overshoot: policy worth {args.budget_calls} calls of ${call_cost} (gpt-4o via the simulator), "
+              f"heartbeat interval {args.interval:g}s", flush=True)
+        for backend, gateways in _backends(args, work):
+            for gw in gateways:
+                gw.start()
+            try:
+                with GatewayAPI(gateways[0].url, gateways[0].admin_key) as api:
+                    for shape in args.shapes.split(","):
+                        for mode in ("lease", "grants"):
+                            phase = run_phase(backend, [g.url for g in gateways], gateways[0].admin_key, shape, mode,
+                                              args, api, sim, call_cost, work)
+                            phases.append(phase)
+                            print(f"  {backend:<14}{shape:<7}{mode:<8} over {phase.over_calls:+6d} calls "
+                                  f"({phase.seconds:.1f}s)", flush=True)
+            finally:
+                for gw in gateways:
+                    gw.stop()
+    _report(phases)
+
+
+def _report(phases: list[Phase]) -> None:
+    print(f"\n{'backend':<15}{'shape':<7}{'mode':<8}{'upstream':>9}{'over calls':>11}{'per process':>12}"
+          f"{'recorded $':>12}{'blocked':>10}{'grant reqs':>11}{'errors':>8}")
     for p in phases:
-        over_calls = p.overshoot_calls(args.budget)
-        print(f"{p.mode:<10}{p.calls:>8}{p.gateway_spent:>13.4f}{p.overshoot(args.budget):>10.4f}{over_calls:>12.1f}"
-              f"{over_calls / in_flight:>13.2f}{p.blocked_threads:>9}/{in_flight:<3}{p.errors:>8}"
-              f"{p.heartbeat_requests:>9}{p.seconds:>7.1f}")
-    base = phases[0]
-    if base.overshoot(args.budget) > 0:
-        for other in phases[1:]:
-            print(f"ratio {other.mode}/interval overshoot: {other.overshoot(args.budget) / base.overshoot(args.budget):.3f}")
-    unaccounted = [p.mode for p in phases if p.upstream_calls != p.calls]
-    if unaccounted:
-        print(f"note: simulator saw a different number of calls than the workers metered in {unaccounted}")
+        print(f"{p.backend:<15}{p.shape:<7}{p.mode:<8}{p.upstream:>9}{p.over_calls:>+11d}{p.over_calls / p.processes:>+12.2f}"
+              f"{p.recorded:>12.4f}{p.blocked_threads:>6}/{p.threads:<4}{p.grant_requests:>10}{sum(p.errors.values()):>8}")
+    for backend in dict.fromkeys(p.backend for p in phases):
+        for shape in dict.fromkeys(p.shape for p in phases if p.backend == backend):
+            pair = {p.mode: p for p in phases if p.backend == backend and p.shape == shape}
+            if "lease" in pair and "grants" in pair:
+                print(f"{backend} {shape}: overshoot {pair['grants'].over_calls:+d} calls with grants vs "
+                      f"{pair['lease'].over_calls:+d} with the lease baseline")
+    worst = max((p.over_calls / p.processes for p in phases if p.mode == "grants"), default=0.0)
+    print(f"worst grants overshoot: {worst:+.2f} calls per process (the guarantee: <= 1, here 0 with equal-cost calls)")
 
 
 if __name__ == "__main__":

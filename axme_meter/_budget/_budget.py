@@ -2,14 +2,18 @@
 
 The client calls it directly on two paths, and both must be cheap:
 
-* :meth:`Budget.check` runs before *every* metered call. With nothing blocked it
-  reads one slot and returns.
-* :meth:`Budget.account` runs after every priced call. It keeps a running
-  per-agent spend counter and compares the spend the gateway has not seen yet
-  against the lease (the last ``remaining``, or our gateway's per-process
-  ``lease``). If the next call would exceed it, the agent is blocked locally.
-  It returns True when the gateway should be asked now (first spend of an agent,
-  or half the lease used); the caller wakes the sender.
+* :meth:`Budget.admit` runs before *every* metered call. It raises for a blocked
+  agent (with nothing blocked it reads one slot) and, against a gateway that
+  grants budget, reserves the call's predicted cost from this process's grant
+  (``_grants.py``), a local comparison under a short lock. When what is held does
+  not cover the call it answers :data:`NEED_GRANT` and the runtime asks the gateway.
+* :meth:`Budget.account` runs after every priced call: it settles the
+  reservation with the real cost and keeps the per-agent spend counters. Against
+  a gateway without grants (AXME Cloud) it compares the spend the gateway has not
+  seen yet with the lease (the last ``remaining``, or our gateway's per-process
+  ``lease``) and blocks locally when the next call would exceed it. It returns
+  True when the gateway should be asked now (first spend of an agent, half a
+  lease or grant used); the caller wakes the sender.
 
 Blocks come from separate sources (see ``_blocks``), so one source lifting never lifts another.
 Works with no gateway at all: local limits are enforced here too.
@@ -25,8 +29,10 @@ from typing import TYPE_CHECKING
 
 from .._money import to_decimal
 from ._blocks import GATEWAY, LEASE, LOCAL, UNREACHABLE, Block
+from ._grants import NEED_GRANT, AgentGrants, Grants, Reservation
 
 if TYPE_CHECKING:  # imported lazily: this module loads with the first client and must stay cheap
+    from .._meter import CallRecord, Meter, Pending
     from .._protocol import AgentState, BlockError, PolicyState
     from ._limits import LocalLimits
 
@@ -46,13 +52,16 @@ class Lease:
 class Budget:
     """Blocks, leases and local limits of one process. Thread-safe; the hot path takes no lock when idle."""
 
-    __slots__ = ("_lock", "armed", "_agents", "_intents", "_global", "_spent", "_last", "_leases", "_heard",
-                 "_limits", "_limits_source", "_limits_active")
+    __slots__ = ("_lock", "armed", "granting", "grants", "_agents", "_intents", "_global", "_spent", "_last", "_leases",
+                 "_heard", "_limits", "_limits_source", "_limits_active")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         #: True when anything is blocked: the only thing :meth:`check` reads when all is well.
         self.armed = False
+        #: True while this process talks to a gateway that grants budget (set by the runtime).
+        self.granting = False
+        self.grants = Grants()
         self._agents: dict[str, dict[str, Block]] = {}
         self._intents: dict[tuple[str, str], Block] = {}
         self._global: Block | None = None
@@ -67,6 +76,15 @@ class Budget:
         self._limits_active = False
 
     # ------------------------------------------------------------------ the hot path
+
+    def admit(self, agent: str, intent: str | None) -> Reservation | None | object:
+        """Before a call: raise if blocked; else a reservation, ``None`` (nothing to reserve) or ``NEED_GRANT``."""
+        if self.armed:
+            self._check_blocks(agent, intent)
+        if not self.granting:
+            return None
+        with self._lock:
+            return self.grants.reserve(agent, time.monotonic())
 
     def check(self, agent: str, intent: str | None) -> None:
         """Raise :class:`~axme_meter.BudgetExceeded` if ``agent`` (or ``intent``) may not spend."""
@@ -92,6 +110,21 @@ class Budget:
                 with self._lock:
                     self._intents.pop((agent, intent), None)
                     self._rearm()
+
+    def record_reserved(self, rec: CallRecord, reservation: Reservation, meter: Meter) -> bool:
+        """Record a call that spent from a grant and settle its reservation, as one step.
+
+        One lock around both, taken by :meth:`drain_with_uses` too: a heartbeat then reports grant use
+        that matches exactly the spend its entries deliver. True means "the slice runs low: ask for more"."""
+        with self._lock:
+            meter.record(rec)
+            return self.grants.settle(reservation, rec.cost_pico)
+
+    def drain_with_uses(self, meter: Meter) -> tuple[dict[tuple[str, str | None, str], Pending], list[tuple[str, str, int]]]:
+        """The meter's pending spend and ``(agent, grant id, used)`` of every held grant, at the same instant."""
+        with self._lock:
+            uses = [(agent, s.grant_id, s.used) for agent, held in self.grants.agents.items() for s in held.slices.values()]
+            return meter.drain(), uses
 
     def account(self, agent: str, intent: str | None, cost: int, at: float) -> bool:
         """Book one priced call; True means "ask the gateway now".
@@ -133,6 +166,72 @@ class Budget:
                         self._set(agent, block)
         return ask
 
+    def release(self, reservation: Reservation) -> None:
+        """The reserved call failed before it could cost anything: give its reservation back."""
+        with self._lock:
+            self.grants.release(reservation)
+
+    # ------------------------------------------------------------------ grants
+
+    def begin_ask(self, agent: str) -> tuple[threading.Event, bool]:
+        """One grant request per agent at a time: ``(event, True)`` for the thread that must ask,
+        ``(event, False)`` for the others, who wait for the event."""
+        with self._lock:
+            held = self.grants.agents.get(agent)
+            if held is None:
+                held = self.grants.agents[agent] = AgentGrants()
+            if held.asking:
+                return held.ready, False
+            held.asking = True
+            held.ready = threading.Event()
+            return held.ready, True
+
+    def end_ask(self, agent: str, event: threading.Event) -> None:
+        with self._lock:
+            held = self.grants.agents.get(agent)
+            if held is not None:
+                held.asking = False
+        event.set()
+
+    def apply_grants(self, agent: str, answer: dict[str, object], sent_at: float) -> None:
+        """A grant answer: new or topped-up slices (and the agent's state and unpriced-call rule)."""
+        with self._lock:
+            self._heard.add(agent)
+            self.grants.apply(agent, answer, sent_at)
+            if not answer.get("grants") and answer.get("state", "active") == "active":
+                self._lift_locked(agent, GATEWAY)
+
+    def wants_grant(self) -> list[str]:
+        """Agents whose slices ran low: the sender asks for more in the background."""
+        with self._lock:
+            return [a for a, held in self.grants.agents.items() if held.wanted and not held.asking]
+
+    def grant_request(self, agent: str) -> dict[str, object]:
+        """The body fields of a grant request: the predicted call cost and what is held (and used) now."""
+        from .._protocol import money
+
+        with self._lock:
+            held = self.grants.agents.get(agent)
+            if held is None:
+                return {}
+            out: dict[str, object] = {"held": [{"id": s.grant_id, "used_usd": money(s.used)} for s in held.slices.values()]}
+            if held.predicted:
+                out["call_cost_usd"] = money(held.predicted)
+            return out
+
+    def grants_renewed(self, sent_at: float, grant_ids: set[str]) -> None:
+        with self._lock:
+            self.grants.renewed(sent_at, grant_ids)
+
+    def unpriced_rule(self, agent: str) -> object | None:
+        held = self.grants.agents.get(agent)
+        return held.unpriced if held is not None else None
+
+    def forget_grants(self) -> None:
+        """Another gateway (or none): grants of the old one mean nothing there."""
+        with self._lock:
+            self.grants = Grants()
+
     # ------------------------------------------------------------------ gateway answers
 
     def snapshot_spent(self) -> dict[str, int]:
@@ -149,6 +248,8 @@ class Budget:
                 self._apply_agent_locked(agent, answer, base.get(agent, 0), now)
 
     def _apply_agent_locked(self, agent: str, answer: AgentState, base: int, now: float) -> None:
+        if self.granting and any(p.is_money and p.intent_id is None for p in answer.policies):
+            self.grants.forget_unlimited(agent)  # a money policy appeared: the next call asks for a grant
         exhausted = [p for p in answer.policies if p.intent_id is None and p.remaining is not None and p.remaining <= 0]
         for p in answer.policies:
             if p.intent_id is not None and p.remaining is not None and p.remaining <= 0:
@@ -163,6 +264,8 @@ class Budget:
                                    resets_at, state=state))
             return
         self._lift_locked(agent, GATEWAY)
+        if self.granting:
+            return  # grants bound this process's spend; leases are for gateways without them
         # Only money policies make a lease (an intents-per-day "remaining" is a count, not dollars).
         leased = [p for p in answer.policies if p.intent_id is None and p.remaining is not None and p.is_money
                   and (p.resets_at is None or p.resets_at > now)]
@@ -181,13 +284,16 @@ class Budget:
         else:
             self._lift_locked(agent, LEASE)
 
-    def apply_error(self, err: BlockError, fallback_agent: str | None = None) -> Block | None:
-        """A ``budget_exceeded`` 429 (or a 403 kill) blocks the agent it names."""
+    def apply_error(self, err: BlockError, fallback_agent: str | None = None, until: float | None = None) -> Block | None:
+        """A ``budget_exceeded`` 429 (or a 403 kill) blocks the agent it names, until ``resets_at``, or until
+        ``until`` when given (from ``Retry-After``, relative, so a gateway clock that differs from ours
+        cannot lift the block early; a refusal because other processes hold the rest is retried soon)."""
         agent = err.agent or fallback_agent
         if agent is None:
             return None
-        state = "killed" if err.code in ("agent_killed", "killed") else "blocked"
-        block = Block(GATEWAY, err.policy, err.limit, err.spent, err.resets_at, state=state, message=err.message or None)
+        state = "killed" if err.code in ("agent_killed", "killed") else "paused" if err.code == "agent_paused" else "blocked"
+        resets_at = until if until is not None else err.resets_at
+        block = Block(GATEWAY, err.policy, err.limit, err.spent, resets_at, state=state, message=err.message or None)
         with self._lock:
             self._set(agent, block)
         return block
@@ -244,6 +350,8 @@ class Budget:
                 "blocked_intents": [f"{a} {i}" for a, i in self._intents],
                 "leases": {a: str(to_decimal(lease.remaining - (self._spent.get(a, 0) - lease.base)))
                            for a, lease in self._leases.items()},
+                "grants": {a: {s.policy: str(to_decimal(max(s.free, 0))) for s in held.slices.values()}
+                           for a, held in self.grants.agents.items() if held.slices},
             }
 
     # ------------------------------------------------------------------ internals (under _lock)

@@ -19,6 +19,8 @@ from .. import _attribution
 from .._config import settings
 from .._errors import UnknownModelError
 from .._meter import CallRecord, meter
+from .._budget._grants import Reservation, UnpricedRule
+from .._errors import BudgetExceeded
 from .._runtime import Runtime
 from .._pricing import Usage, table
 from ._usage_readers import RESPONSE_FINAL_EVENTS, RESPONSE_TEXT_EVENTS, usage_from_dict
@@ -41,6 +43,9 @@ ENDPOINTS: dict[str, str] = {
 }
 #: Streams where ``stream_options.include_usage`` exists and may be injected.
 _USAGE_OPTION_KINDS = frozenset({"chat", "completions"})
+#: Token-billed kinds whose usage can be estimated from the text when the response reports none.
+_TEXT_KINDS = frozenset({"chat", "responses", "completions", "embeddings"})
+_PER_MILLION = 1_000_000
 _DEFAULT_IMAGE_MODEL = "dall-e-2"
 # gpt-4o-mini-tts bills audio output tokens the binary response never reports. OpenAI
 # quotes ~$0.015/min at $12/1M audio tokens (1,250 tokens/min) and speech runs ~900
@@ -60,12 +65,14 @@ _warned_models: set[str] = set()
 class MeteredCall:
     __slots__ = (
         "kind", "agent", "intent", "body", "request_model", "deployment", "stream", "injected_usage",
-        "at", "usage", "model", "service_tier", "text", "images", "attached", "runtime", "_once",
+        "at", "usage", "model", "service_tier", "text", "images", "attached", "runtime", "reservation", "_once",
     )
 
     def __init__(self, kind: str, body: dict[str, Any], stream: bool, deployment: str | None, runtime: Runtime) -> None:
         self.kind = kind
         self.runtime = runtime
+        #: This call's predicted cost, held in the process's grant until the call is booked.
+        self.reservation: Reservation | None = None
         self.agent = _attribution.current_agent()
         self.intent = _attribution.current_intent()
         self.body = body
@@ -100,6 +107,8 @@ class MeteredCall:
         raw = data.get("usage")
         if isinstance(raw, dict):
             self.usage = usage_from_dict(raw, image_endpoint=self.kind == "images")
+        elif self.kind in _TEXT_KINDS:
+            self.text.extend(_answer_text(data))  # no usage reported: estimate from the text instead
         elif self.kind == "images" and isinstance(data.get("data"), list):
             self.images = len(data["data"])
         elif self.kind == "transcription" and isinstance(data.get("duration"), (int, float)):
@@ -160,6 +169,42 @@ class MeteredCall:
             meter.errors += 1
             log.exception("axme_meter: failed to meter a %s call; the call itself is unaffected", self.kind)
 
+    # -- admission -------------------------------------------------------------------------
+
+    def admit(self) -> None:
+        """Before sending: raise if the agent may not spend, else reserve the call's cost from the grant."""
+        self.reservation = self.runtime.admit(self.agent, self.intent)
+        self._check_unpriced_rule()
+
+    async def admit_async(self) -> None:
+        self.reservation = await self.runtime.admit_async(self.agent, self.intent)
+        self._check_unpriced_rule()
+
+    def _check_unpriced_rule(self) -> None:
+        """An agent whose policy refuses unpriced calls may not call a model the price table does not know."""
+        rule = self.runtime.budget.unpriced_rule(self.agent)
+        if isinstance(rule, UnpricedRule) and rule.action == "refuse" and not self._known_model():
+            self.abandon()
+            raise BudgetExceeded(
+                f"{self.agent}: its cost policy refuses calls it cannot price, and {self._price_name()!r} has no price "
+                "here; add one with AXME_METER_PRICES=<file> or configure(extra_prices=...), or set the policy's "
+                "on_unpriced_call to 'estimate'", agent=self.agent, intent=self.intent, policy="on_unpriced_call")
+
+    def abandon(self) -> None:
+        """The request failed before a response: give the reservation back (a finished call already did)."""
+        reservation, self.reservation = self.reservation, None
+        self.runtime.release(reservation)
+
+    def _price_name(self) -> str:
+        return pricing_model(self.deployment, self.request_model, None) or self._default_model()
+
+    def _known_model(self) -> bool:
+        if self.kind == "moderations" and self.request_model is None:
+            return True  # the API picks a free moderation model
+        return table().resolve(self._price_name()) is not None
+
+    # -- booking -----------------------------------------------------------------------------
+
     def _book(self) -> None:
         usage, estimated = self.usage, False
         if usage is None:
@@ -168,24 +213,35 @@ class MeteredCall:
         price_model = pricing_model(self.deployment, self.request_model, self.model) or recorded_model
         quote = table().quote(price_model, usage, at=self.at, service_tier=self.service_tier)
         priced = quote.priced
+        cost = quote.cost_pico
         if not priced and usage.is_empty() and table().is_free(price_model):
             priced = True
         if not priced:
+            cost = 0
+            rule = self.runtime.budget.unpriced_rule(self.agent)
+            if isinstance(rule, UnpricedRule):
+                # The agent has a money policy: never spend for free against it; book a conservative estimate.
+                if usage.is_empty() and self.kind in _TEXT_KINDS:
+                    from ._estimate import estimate_usage
+
+                    usage = estimate_usage(self.body, "".join(self.text), price_model)
+                cost = conservative_cost(usage, rule)
+                estimated = True
             _warn_unpriced(recorded_model, quote.reason)
         rec = CallRecord(
             agent=self.agent,
             intent=self.intent,
             model=recorded_model,
             usage=usage,
-            cost_pico=quote.cost_pico if priced else 0,
+            cost_pico=cost,
             priced=priced,
             estimated=estimated,
             pricing_version=quote.version,
             endpoint=self.kind,
             at=self.at,
         )
-        meter.record(rec)
-        self.runtime.after_call(rec)
+        reservation, self.reservation = self.reservation, None
+        self.runtime.book(rec, reservation)
 
     def _default_model(self) -> str:
         return _DEFAULT_IMAGE_MODEL if self.kind == "images" else "unknown"
@@ -203,7 +259,7 @@ class MeteredCall:
         if self.kind == "speech":
             usage = self._speech_usage()
             return usage, not usage.characters
-        if self.stream or self.text:
+        if self.stream or self.text or self.kind in _TEXT_KINDS:
             from ._estimate import estimate_usage
 
             model = self.model or self.request_model or "gpt-4o"
@@ -252,20 +308,41 @@ def _warn_unpriced(model: str, reason: str | None) -> None:
     )
 
 
-def begin(options: Any, stream: bool, deployment: str | None, runtime: Runtime) -> MeteredCall | None:
-    """Start metering if this request is a priced endpoint: pre-flight checks happen here.
+def conservative_cost(usage: Usage, rule: UnpricedRule) -> int:
+    """An unpriced call at the policy's conservative rates (pico-dollars per 1M tokens), rounded up."""
+    return (-(-usage.input_tokens * rule.input_per_1m // _PER_MILLION)
+            - (-usage.output_tokens * rule.output_per_1m // _PER_MILLION))
 
-    Raises ``BudgetExceeded`` (blocked agent) or ``UnknownModelError`` (strict pricing)
-    before anything is sent.
+
+def _answer_text(data: dict[str, Any]) -> list[str]:
+    """The generated text of a non-streamed body (chat, legacy completions, responses)."""
+    out: list[str] = []
+    for choice in data.get("choices") or ():
+        if isinstance(choice, dict):
+            message = choice.get("message")
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                out.append(message["content"])
+            elif isinstance(choice.get("text"), str):
+                out.append(choice["text"])
+    for item in data.get("output") or ():
+        for part in (item.get("content") or ()) if isinstance(item, dict) else ():
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                out.append(part["text"])
+    return out
+
+
+def begin(options: Any, stream: bool, deployment: str | None, runtime: Runtime) -> MeteredCall | None:
+    """Start metering if this request is a priced endpoint (the caller then admits the call).
+
+    Raises ``UnknownModelError`` (strict pricing) before anything is sent.
     """
     kind = ENDPOINTS.get(options.url)
     if kind is None:
         return None
     body = options.json_data if isinstance(options.json_data, dict) else {}
     call = MeteredCall(kind, body, stream, deployment, runtime)
-    runtime.budget.check(call.agent, call.intent)
-    if settings.strict_pricing:
-        _check_known_model(call)
+    if settings.strict_pricing and not call._known_model():
+        raise UnknownModelError(call._price_name())
     if stream and kind in _USAGE_OPTION_KINDS:
         stream_options = body.get("stream_options")
         if not isinstance(stream_options, dict) or "include_usage" not in stream_options:
@@ -275,10 +352,3 @@ def begin(options: Any, stream: bool, deployment: str | None, runtime: Runtime) 
             call.injected_usage = True
     return call
 
-
-def _check_known_model(call: MeteredCall) -> None:
-    name = pricing_model(call.deployment, call.request_model, None) or call._default_model()
-    if call.kind == "moderations" and call.request_model is None:
-        return  # the API picks a free moderation model
-    if table().resolve(name) is None:
-        raise UnknownModelError(name)

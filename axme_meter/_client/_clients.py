@@ -78,11 +78,15 @@ class _SyncMetering(_Metering):
         call = begin(options, stream, getattr(self, "_azure_deployment", None), self._axme_runtime) if options.method == "post" else None
         if call is None:
             return super().request(cast_to, options, stream=stream, stream_cls=stream_cls)  # type: ignore[misc]
+        call.admit()
         if stream and stream_cls is not None:  # only a streamed call ever builds a stream object
             stream_cls = metered_stream_class(stream_cls)
         token = _current_call.set(call)
         try:
             result = super().request(cast_to, options, stream=stream, stream_cls=stream_cls)  # type: ignore[misc]
+        except BaseException:
+            call.abandon()
+            raise
         finally:
             _current_call.reset(token)
         _after_response(call, result, stream)
@@ -107,11 +111,15 @@ class _AsyncMetering(_Metering):
         call = begin(options, stream, getattr(self, "_azure_deployment", None), self._axme_runtime) if options.method == "post" else None
         if call is None:
             return await super().request(cast_to, options, stream=stream, stream_cls=stream_cls)  # type: ignore[misc]
+        await call.admit_async()
         if stream and stream_cls is not None:  # only a streamed call ever builds a stream object
             stream_cls = metered_stream_class(stream_cls)
         token = _current_call.set(call)
         try:
             result = await super().request(cast_to, options, stream=stream, stream_cls=stream_cls)  # type: ignore[misc]
+        except BaseException:
+            call.abandon()
+            raise
         finally:
             _current_call.reset(token)
         _after_response(call, result, stream)

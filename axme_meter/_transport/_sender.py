@@ -30,7 +30,7 @@ from pathlib import Path
 from .. import _config
 from .._budget import Budget
 from .._meter import meter
-from .._protocol import DELIVERED, MAX_BATCH, BlockError, EntryResult, parse_agents, parse_error, parse_results
+from .._protocol import DELIVERED, MAX_BATCH, BlockError, EntryResult, money, parse_agents, parse_error, parse_results
 from ._entries import Entry, probe_entry
 from ._gateway_http import Answer, GatewayHTTP, GatewayUnreachable
 from ._spool import Spool, default_root
@@ -43,8 +43,10 @@ CHECKPOINT_EVERY = 0.5
 HTTP_TIMEOUT = 10.0
 #: ``POST /v1/mesh/intents`` runs on the caller's thread: keep it short.
 INTENT_TIMEOUT = 2.0
-#: After a failed intent registration, skip the network for this long (don't stall every new intent).
+#: After a failed intent or grant request, skip the network for this long (don't stall every call).
 INTENT_SKIP_AFTER_FAILURE = 5.0
+#: ``POST /v1/mesh/grants`` runs on the caller's thread when a call waits for it: keep it short.
+GRANT_TIMEOUT = 5.0
 
 
 class Sender:
@@ -82,6 +84,7 @@ class Sender:
         self._warned: set[str] = set()
         #: Counters for status output, tests and the benchmark.
         self.requests = 0
+        self.grant_requests = 0
         self.acked = 0
         self.last_error: str | None = None
 
@@ -164,6 +167,12 @@ class Sender:
         if adopted:
             log.info("axme_meter: recovered %d unsent heartbeat entries from earlier processes", adopted)
             self._changed = False
+            # Deliver them now, not with this process's own first spend: a crash-looping worker that is
+            # refused at once never spends, and its predecessors' spend must still reach the gateway.
+            if self._first_dirty is None:
+                self._first_dirty = time.monotonic()
+            self.start()
+            self._event.set()
         return adopted
 
     def close(self, *, timeout: float = 0.0, network: bool = True) -> bool:
@@ -173,7 +182,7 @@ class Sender:
         delivered = True
         if network:
             # Also the moment a short-lived process delivers what dead processes left in the spool.
-            delivered = self.flush(timeout, attempts=1)
+            delivered = self.flush(timeout, attempts=1, final=True)
         elif self._ready or self._has_data():
             try:
                 self._ensure_ready()
@@ -255,6 +264,8 @@ class Sender:
 
     def _tick(self, now: float) -> None:
         self._check_fail_closed(now)
+        if self.budget.granting:
+            self._ask_wanted_grants()
         if self.dirty and now >= self._last_checkpoint + CHECKPOINT_EVERY:
             self.checkpoint()
         due = self._due_at()
@@ -272,9 +283,10 @@ class Sender:
         self._n += 1
         return f"hb_{self.instance}_{self._seq}_{self._n}"
 
-    def _drain_locked(self) -> None:
+    def _drain_locked(self) -> list[tuple[str, str, int]]:
+        """Fold the meter's pending spend into open entries; returns held grants' use at that same instant."""
         self.dirty = False  # before draining, so a concurrent record marks us dirty again
-        pending = meter.drain()
+        pending, uses = self.budget.drain_with_uses(meter)
         for (agent, intent, model), counters in pending.items():
             entry = self._open.get((agent, intent))
             if entry is None:
@@ -283,6 +295,7 @@ class Sender:
             entry.add(model, counters)
         if pending:
             self._changed = True
+        return uses
 
     def _spool_entries_locked(self) -> list[dict]:
         return [e.to_spool() for e in self._frozen.values()] + [e.to_spool() for e in self._open.values()]
@@ -307,7 +320,7 @@ class Sender:
 
     # ------------------------------------------------------------------ sending
 
-    def flush(self, timeout: float, *, attempts: int | None = None) -> bool:
+    def flush(self, timeout: float, *, attempts: int | None = None, final: bool = False) -> bool:
         """Send everything now; True when the gateway has acknowledged all of it."""
         deadline = time.monotonic() + max(0.0, timeout)
         try:
@@ -322,7 +335,7 @@ class Sender:
             delay = 0.05
             failures = 0
             while True:
-                ok = self._send_all(deadline=deadline, probes=False)
+                ok = self._send_all(deadline=deadline, probes=False, final=final)
                 if ok and not self._open and not self._frozen and not self.dirty:
                     return True
                 if ok:
@@ -341,11 +354,15 @@ class Sender:
             self._send_lock.release()
             self.checkpoint()
 
-    def _send_all(self, *, deadline: float | None, probes: bool) -> bool:
-        """One round: freeze, POST in ≤1000-entry chunks, apply answers. Caller holds ``_send_lock``."""
+    def _send_all(self, *, deadline: float | None, probes: bool, final: bool = False) -> bool:
+        """One round: freeze, POST in ≤1000-entry chunks, apply answers. Caller holds ``_send_lock``.
+
+        The last chunk also reports the grants this process holds (settling and renewing them; ``final``
+        returns them). Their use is read in the same instant as the drain, so it is exactly the spend that
+        this batch's entries carry (less what open entries hold back)."""
         with self._state_lock:
             self._first_dirty = None  # before the drain: a record after it starts the next window
-            self._drain_locked()
+            uses = self._drain_locked()
             self._seq += 1
             frozen_keys = {(e.agent, e.intent) for e in self._frozen.values()}
             for key in [k for k in self._open if k not in frozen_keys]:
@@ -356,9 +373,13 @@ class Sender:
             batch = list(self._frozen.values())
             base = self.budget.snapshot_spent()
             # Spend held back in open entries is not in this batch: the answer's `remaining` won't cover it.
+            held_back: dict[str, int] = {}
             for entry in self._open.values():
                 base[entry.agent] = base.get(entry.agent, 0) - entry.totals.cost_pico
+                held_back[entry.agent] = held_back.get(entry.agent, 0) + entry.totals.cost_pico
             self._save_locked()
+        report = [{"id": grant_id, "used_usd": money(max(used - held_back.get(agent, 0), 0)), **({"final": True} if final else {})}
+                  for agent, grant_id, used in uses]
         self._last_checkpoint = time.monotonic()
         chunks = [batch[i : i + MAX_BATCH] for i in range(0, len(batch), MAX_BATCH)]
         if probes:
@@ -372,22 +393,31 @@ class Sender:
                 chunks.append(asking[:MAX_BATCH])
         self._early = False
         if not chunks:
-            return True
+            if not (final and report):
+                return True
+            chunks.append([])  # nothing left to deliver: one request only to return the grants
         self._last_send = time.monotonic()
-        for chunk in chunks:
+        last_real = max((i for i, c in enumerate(chunks) if not c or not c[0].probe), default=-1)
+        for i, chunk in enumerate(chunks):
             timeout = HTTP_TIMEOUT if deadline is None else deadline - time.monotonic()
             if timeout <= 0:
                 return False
-            if not self._post_chunk(chunk, base, timeout) and not chunk[0].probe:
+            grants = report if i == last_real and report else None
+            if not self._post_chunk(chunk, base, timeout, grants) and (not chunk or not chunk[0].probe):
                 return False
         self._failures = 0
         self._retry_at = 0.0
         return True
 
-    def _post_chunk(self, chunk: list[Entry], base: dict[str, int], timeout: float) -> bool:
+    def _post_chunk(self, chunk: list[Entry], base: dict[str, int], timeout: float,
+                    grants: list[dict[str, object]] | None = None) -> bool:
         self.requests += 1
+        body: dict[str, object] = {"heartbeats": [e.to_wire() for e in chunk]}
+        if grants:
+            body["grants"] = grants
+        sent_at = time.monotonic()
         try:
-            answer = self._client().post("/v1/mesh/heartbeat", {"heartbeats": [e.to_wire() for e in chunk]}, timeout=timeout)
+            answer = self._client().post("/v1/mesh/heartbeat", body, timeout=timeout)
         except GatewayUnreachable as exc:
             self._note_failure(str(exc))
             self._schedule_retry(None)
@@ -396,6 +426,8 @@ class Sender:
         error = parse_error(answer.body) if answer.status >= 400 else None
         if 200 <= answer.status < 300 or (answer.status in (403, 429) and results is not None):
             self._acknowledge(chunk, results)
+            if grants and isinstance(answer.body, dict) and isinstance(answer.body.get("grants"), dict):
+                self.budget.grants_renewed(sent_at, {g for g, o in answer.body["grants"].items() if o == "held"})
             states = parse_agents(answer.body)
             self.budget.apply_answer(states, base)
             if error is not None and error.is_block and (error.agent or "") not in states:
@@ -406,8 +438,8 @@ class Sender:
             return results is None or all(e.probe or e.id in results for e in chunk)
         if answer.status == 422 and results is None:
             self._note_success()
-            if chunk[0].probe:
-                return True  # a zero-cost question was refused: nothing to keep
+            if not chunk or chunk[0].probe:
+                return True  # a zero-cost question (or a grants-only report) was refused: nothing to keep
             if len(chunk) > 1:
                 # Find the invalid entries by halving; the valid ones still get delivered.
                 half = len(chunk) // 2
@@ -502,6 +534,65 @@ class Sender:
             self._warned.add(key)
             log.warning(message)
 
+    # ------------------------------------------------------------------ grants
+
+    def request_grant(self, agent: str) -> bool:
+        """``POST /v1/mesh/grants`` on the calling thread; the answer goes to the budget.
+
+        Returns False when the gateway could not be asked (unreachable now or moments ago: the
+        caller then proceeds as ``fail_mode`` says). A refusal blocks the agent in the budget."""
+        try:
+            self._ensure_ready()
+        except Exception:
+            log.exception("axme_meter: grant request could not start the HTTP client")
+            return False
+        now = time.monotonic()
+        if self._down_since is not None and now - self._last_failure < INTENT_SKIP_AFTER_FAILURE:
+            self._check_fail_closed(now)
+            return False
+        body: dict[str, object] = {"agent": agent, "instance": self.instance, "heartbeat_interval": self._interval(),
+                                   **self.budget.grant_request(agent)}
+        try:
+            answer = self._client().post("/v1/mesh/grants", body, timeout=GRANT_TIMEOUT)
+        except GatewayUnreachable as exc:
+            self._note_failure(str(exc))
+            return False
+        self.grant_requests += 1
+        if answer.status == 200 and isinstance(answer.body, dict):
+            self._note_success()
+            self.budget.apply_grants(agent, answer.body, now)
+            return True
+        error = parse_error(answer.body)
+        details = answer.body.get("error", {}).get("details") if isinstance(answer.body, dict) and error else None
+        if answer.status in (404, 405, 501) and not (isinstance(details, dict) and details.get("resource") == "agent"):
+            # AXME Cloud (or an older gateway) has no grant endpoint: leases from heartbeat answers, as before.
+            self.budget.granting = False
+            self._warn_once("nogrants", f"axme_meter: gateway {self.gateway_url} grants no budget (HTTP {answer.status} "
+                            "on /v1/mesh/grants); bounding spend with leases from heartbeat answers instead")
+            return True
+        if answer.status in (403, 429) and error is not None and error.is_block:
+            self._note_success()
+            until = time.time() + answer.retry_after if answer.retry_after is not None and error.is_block else None
+            self.budget.apply_error(error, fallback_agent=agent, until=until)
+            return True
+        if answer.status >= 500:
+            self._note_failure(f"HTTP {answer.status}")
+            return False
+        self._warn_once(f"grant{answer.status}", f"axme_meter: grant request for {agent} answered HTTP {answer.status} "
+                        f"({_describe(answer)}); continuing without a grant")
+        return False
+
+    def _ask_wanted_grants(self) -> None:
+        """Background top-ups: slices that ran below half of their last top-up ask for more now."""
+        for agent in self.budget.wants_grant():
+            event, leader = self.budget.begin_ask(agent)
+            if not leader:
+                continue
+            try:
+                self.request_grant(agent)
+            finally:
+                self.budget.end_ask(agent, event)
+
     # ------------------------------------------------------------------ intents
 
     def register_intent(self, agent: str, intent_id: str, labels: dict[str, str]) -> None:
@@ -553,6 +644,7 @@ class Sender:
             "thread_alive": self._thread is not None and self._thread.is_alive(),
             "pending_entries": self.pending_entries(),
             "requests": self.requests,
+            "grant_requests": self.grant_requests,
             "acked": self.acked,
             "spool_dir": str(self._spool.dir) if self._spool is not None else None,
             "spool_writable": bool(self._spool and self._spool.writable),

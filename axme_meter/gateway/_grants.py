@@ -63,11 +63,14 @@ class Grant:
     settled: int
     ttl: int
     expires_at: int
+    now: int
 
     def to_wire(self) -> dict[str, Any]:
         p = self.policy
         return {"id": self.grant_id, "policy": p.name, "window": p.window, "amount": money(self.amount),
                 "ttl_seconds": self.ttl, "expires_at": iso(self.expires_at), "resets_at": iso(p.resets_at),
+                # relative, so that a client whose clock differs from the gateway's still agrees on the reset
+                "resets_in_seconds": max(0, int(p.resets_at.timestamp()) - self.now) if p.resets_at else None,
                 "limit": money(p.limit), "spent": money(p.spent)}
 
 
@@ -115,7 +118,7 @@ def grant_tx(conn: Connection, org: str, address: str, body: GrantRequest, now: 
         p.spent = spent  # the freshest figure, read together with the grants
         free = p.limit - spent - outstanding
         available = int(mine["amount"]) - max(int(mine["settled"]), used.get(mine["grant_id"], 0)) if mine else 0
-        slice_ = _slice(free, holders, outcome.call_cost, body.want_usd)
+        slice_ = _slice(free, holders, outcome.call_cost, available, body.want_usd)
         if slice_ is None and available < max(outcome.call_cost, 1):
             outcome.refusal = p
             return outcome
@@ -125,9 +128,12 @@ def grant_tx(conn: Connection, org: str, address: str, body: GrantRequest, now: 
     return outcome
 
 
-def _slice(free: int, holders: int, call_cost: int, want: int | None) -> int | None:
-    """How much to add for this process, or ``None`` when not even one call fits."""
-    floor = max(call_cost, 1)
+def _slice(free: int, holders: int, call_cost: int, available: int, want: int | None) -> int | None:
+    """How much to add for this process, or ``None`` when not even one call fits.
+
+    ``available`` is what the process still holds: the last cents of a budget may be split between
+    its slice and the pool, and together they must still make one call."""
+    floor = max(call_cost - available, 1)
     if free < floor:
         return None
     size = free // (2 * (holders + 1))
@@ -167,13 +173,13 @@ def _issue(conn: Connection, org: str, aid: str, instance: str, p: PolicyStatus,
         amount = int(mine["amount"]) + slice_
         conn.execute(update(grants).where(grants.c.grant_id == mine["grant_id"])
                      .values(amount=amount, ttl=ttl, expires_at=expires))
-        return Grant(mine["grant_id"], p, amount, int(mine["settled"]), ttl, expires)
+        return Grant(mine["grant_id"], p, amount, int(mine["settled"]), ttl, expires, ts)
     grant_id = "gr_" + secrets.token_hex(12)
     start = int(p.window_start.timestamp()) if p.window_start else 0
     conn.execute(grants.insert().values(grant_id=grant_id, org=org, address_id=aid, instance=instance, policy=p.name,
                                         window_start=start, amount=slice_, settled=0, ttl=ttl, created_at=ts,
                                         expires_at=expires, released=False))
-    return Grant(grant_id, p, slice_, 0, ttl, expires)
+    return Grant(grant_id, p, slice_, 0, ttl, expires, ts)
 
 
 def _recent_call_cost(conn: Connection, aid: str, policies: Sequence[PolicyStatus]) -> int:

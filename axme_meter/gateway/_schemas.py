@@ -11,7 +11,9 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator, model_validator,
+)
 
 from .._attribution import validate_address
 from .._money import from_usd
@@ -119,9 +121,17 @@ class GrantUse(_Strict):
 
 
 class HeartbeatBatch(_Strict):
-    heartbeats: Annotated[list[HeartbeatEntry], Field(min_length=1, max_length=MAX_BATCH)]
-    #: Our extension: settles grants (``used_usd`` is cumulative, so a replay changes nothing).
+    #: Our extension: settles grants (``used_usd`` is cumulative, so a replay changes nothing). A batch
+    #: with grant reports only (a process returning its grants at exit) may carry no entries.
     grants: Annotated[list[GrantUse], Field(max_length=MAX_BATCH)] = Field(default_factory=list)
+    heartbeats: Annotated[list[HeartbeatEntry], Field(max_length=MAX_BATCH)]
+
+    @field_validator("heartbeats")
+    @classmethod
+    def _not_empty(cls, value: list[HeartbeatEntry], info: ValidationInfo) -> list[HeartbeatEntry]:
+        if not value and not info.data.get("grants"):
+            raise ValueError("at least one entry is required (or a grants report)")
+        return value
 
 
 class GrantRequest(_Strict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -43,6 +44,10 @@ class StubGateway:
         self.heartbeat_status_override: int | None = None
         #: Answer 422 (no per-entry results) to any batch carrying an entry with this intent id.
         self.reject_intent: str | None = None
+        #: ``POST /v1/mesh/grants``: None answers 404 (like AXME Cloud, which has no grants); a dict is the 200 body.
+        self.grant_answer: dict[str, Any] | None = None
+        #: Seconds to wait before answering intent and grant requests (a slow gateway).
+        self.slow = 0.0
         self.server = _QuietServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -124,8 +129,12 @@ class StubGateway:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("content-length") or 0)
                 body = json.loads(self.rfile.read(length) or b"null")
+                if self.path in ("/v1/mesh/intents", "/v1/mesh/grants") and stub.slow:
+                    time.sleep(stub.slow)
                 if self.path == "/v1/mesh/heartbeat":
                     self._heartbeat(body)
+                elif self.path == "/v1/mesh/grants" and stub.grant_answer is not None:
+                    self._send(200, {**stub.grant_answer, "agent": body.get("agent")})
                 elif self.path == "/v1/mesh/intents":
                     with stub.lock:
                         stub.intents.append(body)

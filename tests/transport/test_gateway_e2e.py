@@ -51,8 +51,8 @@ def test_cost_policy_blocks_before_the_next_request(connected: GatewayProcess, c
     _policy(connected, max_cost_per_day_usd=str(limit))
     raised = None
     with axme_meter.agent(AGENT):
-        chat(client)
-        assert axme_meter.flush(timeout=10)  # the first answer carries the lease: $0.0425 left
+        chat(client)  # the first call waits for this process's grant: a slice of the $0.05
+        assert axme_meter.flush(timeout=10)
         for _ in range(100):
             try:
                 chat(client)
@@ -71,9 +71,13 @@ def test_cost_policy_blocks_before_the_next_request(connected: GatewayProcess, c
     assert spent <= limit + CALL  # a sequential loop overshoots by at most the one call in flight
     assert axme_meter.flush(timeout=10)
     assert _gateway_cost(connected) == spent  # every priced call reached the gateway exactly once
-    # Here the lease stopped the loop one call *before* the limit ($0.045 of $0.05: the next $0.0075
-    # call would cross it); later answers keep it blocked, since remaining stays under one call.
-    assert axme_meter.transport_status()["blocked"][AGENT] == ["lease"]
+    # The grant stopped the loop one call *before* the limit ($0.045 of $0.05: the next $0.0075 call would
+    # cross it): the gateway refused a slice that could not hold one more call.
+    assert spent == Decimal("0.045")
+    assert "no max_cost_per_day_usd budget left to grant" in str(raised)
+    with axme_meter.agent(AGENT), pytest.raises(axme_meter.BudgetExceeded):
+        chat(client)  # later answers show $0.005 remaining, but no grant can hold a $0.0075 call
+    assert openai_http.requests == sent
 
 
 def test_intent_limit_refuses_new_work(connected: GatewayProcess, client, openai_http: CountingOpenAI) -> None:

@@ -32,6 +32,7 @@ def test_429_from_a_respx_gateway_blocks_the_next_call(spool_dir: Path, client, 
 
     with respx.mock(base_url=GATEWAY, assert_all_called=False) as router:
         router.post("/v1/mesh/heartbeat").mock(side_effect=heartbeat)
+        router.post("/v1/mesh/grants").respond(404)  # like AXME Cloud: no grants, leases from heartbeat answers
         axme_meter.configure(gateway_url=GATEWAY, api_key=API_KEY, spool_dir=spool_dir, heartbeat_interval=0.1)
         with axme_meter.agent(AGENT):
             chat(client)

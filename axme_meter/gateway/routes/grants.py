@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse
 
 from ... import _money
 from ..._protocol import money
-from .._errors import ApiError, not_found
+from .._errors import ApiError
 from .._grants import GrantOutcome, grant_tx, unpriced_rule
 from .._ingest import in_transaction
 from .._schemas import GrantRequest
@@ -30,7 +30,7 @@ async def create_grants(request: Request) -> JSONResponse:
     if address is None:
         raise ApiError(422, "validation_error", "agent: required (this key is not bound to an agent)", {"field": "agent"})
     if not who.can_write_agent(address):
-        raise not_found(f"agent {address!r}")
+        raise ApiError(404, "not_found", f"agent {address!r} not found", {"resource": "agent"})
     now = gw.clock.now()
     started = time.perf_counter()
     outcome: GrantOutcome = await run_in_threadpool(
