@@ -242,13 +242,20 @@ def test_flex_priority_and_standard_tiers() -> None:
     assert quote("gpt-5", **usage).cost_pico == 11_250_000_000
     assert quote("gpt-5", service_tier="flex", **usage).cost_pico == 5_625_000_000
     assert quote("gpt-5", service_tier="priority", **usage).cost_pico == 22_500_000_000
-    for tier in ("default", "auto", "scale", None, "fast"):
+    # "fast" is what priority processing is called since 2026-07-30
+    assert quote("gpt-5", service_tier="fast", **usage).cost_pico == 22_500_000_000
+    for tier in ("default", "auto", "standard", None):
         q = quote("gpt-5", service_tier=tier, **usage)
-        assert q.priced and q.cost_pico == 11_250_000_000, tier
+        assert q.priced and not q.estimated and q.cost_pico == 11_250_000_000, tier
 
 
-def test_tier_without_rate_set_uses_standard() -> None:
-    assert quote("gpt-4o", service_tier="flex", input_tokens=1000).cost_pico == 2_500_000_000
+@pytest.mark.parametrize(("model", "tier"), [("gpt-4o", "flex"), ("gpt-5-nano", "priority"), ("gpt-5", "scale"), ("gpt-5", "turbo")])
+def test_tier_without_rates_is_standard_but_estimated(model: str, tier: str) -> None:
+    standard = quote(model, input_tokens=1000, output_tokens=1000)
+    q = quote(model, service_tier=tier, input_tokens=1000, output_tokens=1000)
+    assert q.priced and q.estimated and q.cost_pico == standard.cost_pico
+    assert f"no {tier!r} rates" in (q.reason or "") and "standard" in (q.reason or "")
+    assert not standard.estimated and standard.reason is None
 
 
 def test_batch_uses_file_discount() -> None:
@@ -376,7 +383,7 @@ def test_exact_summing_a_million_times() -> None:
 
 def test_version_format_and_reload(tmp_path: Path) -> None:
     version = table().version
-    assert re.fullmatch(r"openai-2026-11-28\+sha256:[0-9a-f]{12}", version)
+    assert re.fullmatch(r"openai-2026-12-02\+sha256:[0-9a-f]{12}", version)
     assert quote("gpt-4o", input_tokens=1).version == version
     reload_table()
     assert table().version == version  # same data, same version

@@ -77,7 +77,7 @@ def test_prices_lists_with_version_and_glob(capsys: pytest.CaptureFixture[str]) 
     ids = [line.split()[0] for line in out.splitlines()[2:]]
     assert "gpt-4o" in ids and "gpt-4o-mini" in ids and "gpt-4.1" not in ids
     row = next(line.split() for line in out.splitlines() if line.startswith("gpt-4o "))
-    assert row[1:4] == ["2.5", "1.25", "10"] and row[-1] == "2026-11-28"
+    assert row[1:4] == ["2.5", "1.25", "10"] and row[-1] == "2026-12-02"
 
 
 def test_prices_substring_and_units(capsys: pytest.CaptureFixture[str]) -> None:
