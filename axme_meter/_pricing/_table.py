@@ -127,9 +127,12 @@ def _priced_rates(period: Period, *, fine_tuned: bool, tier: str, long: bool, di
     if long:
         rates.update(period.long_rates)
     if tier == "batch" and (fine_tuned or "batch" not in period.sets):
-        # A period's explicit batch set prices the base model; fine-tunes take the discount.
+        # A period's explicit batch set prices the base model; fine-tunes take the discount,
+        # on the same rates that set discounts (pre-GPT-5 Batch tables list no cached rate).
         if discount is not None:
-            rates = _discounted(rates, discount)
+            listed = period.sets.get("batch")
+            discounted = _discounted(rates, discount)
+            rates = {k: (discounted[k] if listed is None or k in listed else v) for k, v in rates.items()}
     elif tier:
         tier_rates = period.sets[tier]
         if long:  # the long-context surcharge scales the tier's own rates by the same factor
