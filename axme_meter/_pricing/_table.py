@@ -80,6 +80,7 @@ class _Rates:
     max_input: int | None = None
     over_max: _Rates | None = None
     estimated: str | None = None  # why, when these are stand-in rates
+    unit_only: bool = False  # the period has per-unit prices only: token usage cannot be priced
 
 
 def _fill(entry_id: str, rates: Mapping[str, int], period: Period) -> _Rates:
@@ -108,6 +109,7 @@ def _fill(entry_id: str, rates: Mapping[str, int], period: Period) -> _Rates:
         cached_image_input=rates.get("cached_image_input", cached if has_cache_rate else image_in),
         image_output=rates.get("image_output", out),
         period=period,
+        unit_only=not period.rates and not period.sets,
     )
 
 
@@ -358,19 +360,53 @@ def _cached_overlap(u: Usage) -> tuple[int, int]:
 def _price(r: _Rates, u: Usage, version: str) -> Quote:
     """Integer arithmetic only: tokens x pico-per-token, plus per-unit charges.
 
-    Every token is billed once, at its most specific rate: cached audio at the cached audio
-    rate, the rest of the cached count at the cached rate, uncached audio at the audio rate,
-    and what is left of the input at the text rate.
+    Every token is billed once, at its most specific rate (see ``_media_input``).
     """
     bd: dict[str, int] = {}
-    tokens = u.input_tokens or u.output_tokens
-    if tokens and not r.period.rates and not r.period.sets:  # never book tokens at $0 by accident
-        return Quote(0, r.entry_id, False, {}, version, f"{r.entry_id!r} has no token rates (it is priced per unit)")
+    inp, out = u.input_tokens, u.output_tokens
+    if inp or out:
+        if r.unit_only:  # never book tokens at $0 by accident
+            return Quote(0, r.entry_id, False, {}, version, f"{r.entry_id!r} has no token rates (it is priced per unit)")
+        if inp:
+            cached = u.cached_tokens
+            if u.audio_input_tokens or u.image_input_tokens:
+                _media_input(r, u, bd)
+            else:
+                text_in = inp - cached - u.cache_write_tokens
+                if text_in > 0:
+                    bd["input"] = text_in * r.input
+                if cached:
+                    bd["cached_input"] = cached * r.cached_input
+            if u.cache_write_tokens:
+                long_ttl = u.cache_write_12h_tokens
+                if long_ttl:
+                    bd["cache_write_12h"] = long_ttl * r.cache_write_12h
+                if u.cache_write_tokens - long_ttl:
+                    bd["cache_write"] = (u.cache_write_tokens - long_ttl) * r.cache_write
+        if out:
+            text_out = out - u.reasoning_tokens - u.audio_output_tokens - u.image_output_tokens
+            if text_out > 0:
+                bd["output"] = text_out * r.output
+            if u.reasoning_tokens:
+                bd["reasoning"] = u.reasoning_tokens * r.reasoning
+            if u.audio_output_tokens:
+                bd["audio_output"] = u.audio_output_tokens * r.audio_output
+            if u.image_output_tokens:
+                bd["image_output"] = u.image_output_tokens * r.image_output
+    elif u.images or u.audio_seconds or u.characters:
+        reason = _per_unit(r, u, bd)
+        if reason:
+            return Quote(0, r.entry_id, False, {}, version, reason)
+    if r.estimated is None:
+        return Quote(sum(bd.values()), r.entry_id, True, bd, version)
+    return Quote(sum(bd.values()), r.entry_id, True, bd, version, r.estimated, True)
+
+
+def _media_input(r: _Rates, u: Usage, bd: dict[str, int]) -> None:
+    """Input with audio / image tokens: cached audio at the cached audio rate, the rest of the
+    cached count at the cached rate, uncached audio at the audio rate, the remainder as text."""
     cached = u.cached_tokens
-    if cached and (u.audio_input_tokens or u.image_input_tokens):
-        c_audio, c_image = _cached_overlap(u)
-    else:
-        c_audio = c_image = 0
+    c_audio, c_image = _cached_overlap(u) if cached else (0, 0)
     audio_in = u.audio_input_tokens - c_audio
     image_in = u.image_input_tokens - c_image
     text_in = u.input_tokens - cached - u.cache_write_tokens - audio_in - image_in
@@ -378,12 +414,6 @@ def _price(r: _Rates, u: Usage, version: str) -> Quote:
         bd["input"] = text_in * r.input
     if cached - c_audio - c_image > 0:
         bd["cached_input"] = (cached - c_audio - c_image) * r.cached_input
-    if u.cache_write_tokens:
-        long_ttl = u.cache_write_12h_tokens
-        if long_ttl:
-            bd["cache_write_12h"] = long_ttl * r.cache_write_12h
-        if u.cache_write_tokens - long_ttl:
-            bd["cache_write"] = (u.cache_write_tokens - long_ttl) * r.cache_write
     if audio_in > 0:
         bd["audio_input"] = audio_in * r.audio_input
     if c_audio:
@@ -392,23 +422,6 @@ def _price(r: _Rates, u: Usage, version: str) -> Quote:
         bd["image_input"] = image_in * r.image_input
     if c_image:
         bd["cached_image_input"] = c_image * r.cached_image_input
-    if u.output_tokens:
-        text_out = u.output_tokens - u.reasoning_tokens - u.audio_output_tokens - u.image_output_tokens
-        if text_out > 0:
-            bd["output"] = text_out * r.output
-        if u.reasoning_tokens:
-            bd["reasoning"] = u.reasoning_tokens * r.reasoning
-        if u.audio_output_tokens:
-            bd["audio_output"] = u.audio_output_tokens * r.audio_output
-        if u.image_output_tokens:
-            bd["image_output"] = u.image_output_tokens * r.image_output
-    if not tokens and (u.images or u.audio_seconds or u.characters):
-        reason = _per_unit(r, u, bd)
-        if reason:
-            return Quote(0, r.entry_id, False, {}, version, reason)
-    if r.estimated is not None:
-        return Quote(sum(bd.values()), r.entry_id, True, bd, version, r.estimated, True)
-    return Quote(sum(bd.values()), r.entry_id, True, bd, version)
 
 
 def _per_unit(r: _Rates, u: Usage, bd: dict[str, int]) -> str | None:
