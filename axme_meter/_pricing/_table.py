@@ -332,10 +332,10 @@ def _tier_key(service_tier: str | None, batch: bool) -> str:
     """Batch wins; standard names map to ``""``; other names are kept (known or not)."""
     if batch or service_tier == "batch":
         return "batch"
-    if service_tier in _STANDARD_TIERS or service_tier is None:
+    tier = str(service_tier).lower() if service_tier is not None else None
+    if tier in _STANDARD_TIERS:
         return ""
-    tier = str(service_tier).lower()
-    return _TIER_ALIASES.get(tier, tier)
+    return _TIER_ALIASES.get(tier, tier)  # type: ignore[arg-type]
 
 
 def _cached_overlap(u: Usage) -> tuple[int, int]:
@@ -446,8 +446,8 @@ def _per_unit(r: _Rates, u: Usage, bd: dict[str, int]) -> str | None:
 def _per_second(seconds: int, per_minute: int) -> int:
     """Whole seconds at a per-minute price, to the nearest pico-dollar (half-even).
 
-    $0.006/min is a whole 100,000,000 pico per second, but $0.017/min is not: the only
-    rounding in the engine is this one, below a pico-dollar per call.
+    $0.006/min is a whole 100,000,000 pico per second, but $0.017/min is not: this is the
+    only rounding done per call (rates are exact, or rounded once when the table loads).
     """
     quotient, remainder = divmod(seconds * per_minute, 60)
     if remainder > 30 or (remainder == 30 and quotient % 2):
