@@ -154,7 +154,7 @@ def _long_context(raw: Any, origin: str, model: str, fld: str, period: Period) -
     """``long_context = { threshold, <rates>, flex = {...}, batch = {...} }``."""
     threshold = raw.get("threshold") if isinstance(raw, Mapping) else None
     period.long_threshold = _positive_int(threshold, origin, model, f"{fld}.threshold", "add threshold = 272000 (input tokens)")
-    period.long_rates = _rate_map(raw, origin, model, fld, extra=frozenset({"threshold", *RATE_SET_KEYS}))
+    period.long_rates = _rate_map(raw, origin, model, fld, extra=frozenset({"threshold", *TIER_SETS}))
     for name in TIER_SETS:
         if name in raw:
             period.long_sets[name] = _rate_map(raw[name], origin, model, f"{fld}.{name}")
