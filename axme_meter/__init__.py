@@ -13,7 +13,7 @@ handling, the heartbeat sender) is installed by the first client or ``configure(
 from __future__ import annotations
 
 from ._attribution import InvalidAgentAddress, agent, bind, intent
-from ._client import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, OpenAI, UnpricedCallWarning
+from ._client import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, EstimatedPriceWarning, OpenAI, UnpricedCallWarning
 from ._config import configure
 from ._errors import BudgetExceeded, UnknownModelError
 from ._meter import Spend, Totals, meter as _meter
@@ -26,6 +26,7 @@ __all__ = [
     "AsyncOpenAI",
     "AzureOpenAI",
     "BudgetExceeded",
+    "EstimatedPriceWarning",
     "InvalidAgentAddress",
     "OpenAI",
     "Spend",

@@ -242,13 +242,20 @@ def test_flex_priority_and_standard_tiers() -> None:
     assert quote("gpt-5", **usage).cost_pico == 11_250_000_000
     assert quote("gpt-5", service_tier="flex", **usage).cost_pico == 5_625_000_000
     assert quote("gpt-5", service_tier="priority", **usage).cost_pico == 22_500_000_000
-    for tier in ("default", "auto", "scale", None, "fast"):
+    # "fast" is what priority processing is called since 2026-07-30
+    assert quote("gpt-5", service_tier="fast", **usage).cost_pico == 22_500_000_000
+    for tier in ("default", "auto", "standard", None):
         q = quote("gpt-5", service_tier=tier, **usage)
-        assert q.priced and q.cost_pico == 11_250_000_000, tier
+        assert q.priced and not q.estimated and q.cost_pico == 11_250_000_000, tier
 
 
-def test_tier_without_rate_set_uses_standard() -> None:
-    assert quote("gpt-4o", service_tier="flex", input_tokens=1000).cost_pico == 2_500_000_000
+@pytest.mark.parametrize(("model", "tier"), [("gpt-4o", "flex"), ("gpt-5-nano", "priority"), ("gpt-5", "scale"), ("gpt-5", "turbo")])
+def test_tier_without_rates_is_standard_but_estimated(model: str, tier: str) -> None:
+    standard = quote(model, input_tokens=1000, output_tokens=1000)
+    q = quote(model, service_tier=tier, input_tokens=1000, output_tokens=1000)
+    assert q.priced and q.estimated and q.cost_pico == standard.cost_pico
+    assert f"no {tier!r} rates" in (q.reason or "") and "standard" in (q.reason or "")
+    assert not standard.estimated and standard.reason is None
 
 
 def test_batch_uses_file_discount() -> None:
@@ -376,7 +383,7 @@ def test_exact_summing_a_million_times() -> None:
 
 def test_version_format_and_reload(tmp_path: Path) -> None:
     version = table().version
-    assert re.fullmatch(r"openai-2026-11-28\+sha256:[0-9a-f]{12}", version)
+    assert re.fullmatch(r"openai-2026-12-02\+sha256:[0-9a-f]{12}", version)
     assert quote("gpt-4o", input_tokens=1).version == version
     reload_table()
     assert table().version == version  # same data, same version
@@ -399,3 +406,383 @@ def test_batch_discount_must_give_exact_rates(tmp_path: Path) -> None:
     _config.configure(prices=write(tmp_path, body))
     with pytest.raises(ValueError, match=r"'odd'.*batch_discount.*whole"):
         table()
+
+
+# -- issue 11: every model the audit found missing ------------------------------------------------
+# Expected values are hand-computed: tokens x USD-per-1M / 1M, written out in each comment.
+
+
+def usd(model: str, **kw: Any) -> Decimal:
+    return to_decimal(quote(model, **kw).cost_pico)
+
+
+ISSUE_11_MODELS = [
+    "gpt-5.5", "gpt-5.5-pro", "gpt-5.4-nano", "gpt-5.3-codex", "gpt-5.3-chat-latest", "chat-latest",
+    "gpt-5-search-api", "gpt-5-chat", "gpt-5.6-sol", "gpt-5.6-terra", "gpt-5.6-luna", "gpt-6-astra", "gpt-6-sol",
+    "gpt-6-luna", "gpt-6.1-sol", "gpt-6.1-terra", "gpt-5.5-cyber", "gpt-5.6-cyber", "gpt-6-cyber", "gpt-image-1.5",
+    "gpt-image-2", "gpt-realtime-1.5", "gpt-realtime-2", "gpt-realtime-2.1", "gpt-audio-1.5", "gpt-audio-mini",
+    "gpt-transcribe", "gpt-realtime-whisper", "gpt-live-1", "computer-use-preview", "gpt-3.5-turbo-16k",
+    "chatgpt-4o-latest", "codex-mini-latest", "text-embedding-ada-002-v2",
+]
+
+
+@pytest.mark.parametrize("model", ISSUE_11_MODELS)
+def test_issue_11_models_are_priced(model: str) -> None:
+    t = table()
+    entry = t.entries[t.resolve(model)]  # type: ignore[index]
+    assert entry.source.startswith("https://") and entry.checked == "2026-12-02"
+    assert entry.periods and not t.is_free(model)
+
+
+def test_every_entry_has_source_checked_and_dated_periods() -> None:
+    for entry in table().entries.values():
+        assert entry.source and entry.checked, entry.id
+        assert [p.effective_day for p in entry.periods] == sorted({p.effective_day for p in entry.periods}), entry.id
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        # 10,000 in (4,000 cached, 2,000 cache writes, 4,000 text) and 1,000 out:
+        ("gpt-6-astra", "0.119"),  # 4000x10 + 4000x1 + 2000x12.50 + 1000x50
+        ("gpt-6-sol", "0.0238"),  # 4000x2 + 4000x0.20 + 2000x2.50 + 1000x10
+        ("gpt-6-luna", "0.00119"),  # 4000x0.10 + 4000x0.01 + 2000x0.125 + 1000x0.50
+        ("gpt-6.1-sol", "0.0234"),  # 4000x2 + 4000x0.10 + 2000x2.50 + 1000x10
+        ("gpt-6.1-terra", "0.0117"),  # 4000x1 + 4000x0.05 + 2000x1.25 + 1000x5
+    ],
+)
+def test_gpt_6_family_with_cache_writes(model: str, expected: str) -> None:
+    q = quote(model, input_tokens=10_000, cached_tokens=4_000, cache_write_tokens=2_000, output_tokens=1_000)
+    assert to_decimal(q.cost_pico) == Decimal(expected)
+    assert set(q.breakdown) == {"input", "cached_input", "cache_write", "output"}
+
+
+def test_gpt_6_tiers_and_long_context() -> None:
+    small = {"input_tokens": 10_000, "cached_tokens": 4_000, "cache_write_tokens": 2_000, "output_tokens": 1_000}
+    assert usd("gpt-6-sol", service_tier="flex", **small) == Decimal("0.0119")  # 4000x1 + 4000x0.10 + 2000x1.25 + 1000x5
+    assert usd("gpt-6-sol", service_tier="priority", **small) == Decimal("0.0476")  # 4000x4 + 4000x0.40 + 2000x5 + 1000x20
+    big = {"input_tokens": 300_000, "cached_tokens": 100_000, "cache_write_tokens": 50_000, "output_tokens": 10_000}
+    # above 272K the whole request: 150000x4 + 100000x0.40 + 50000x5 + 10000x15
+    assert usd("gpt-6-sol", **big) == Decimal("1.04")
+    assert usd("gpt-6-sol", batch=True, **big) == Decimal("0.52")
+    assert usd("gpt-6-sol", service_tier="priority", **big) == Decimal("1.04")  # priority excludes long context
+
+
+def test_gpt_6_1_terra_cache_write_ttl_split() -> None:
+    # 7000x1 + 2000x1.25 (30-minute writes) + 1000x2.50 (12-hour writes)
+    q = quote("gpt-6.1-terra", input_tokens=10_000, cache_write_tokens=3_000, cache_write_12h_tokens=1_000)
+    assert q.breakdown == {"input": 7_000_000_000, "cache_write": 2_500_000_000, "cache_write_12h": 2_500_000_000}
+    # above 272K: 297000x2 + 2000x2.50 + 1000x5
+    assert usd("gpt-6.1-terra", input_tokens=300_000, cache_write_tokens=3_000, cache_write_12h_tokens=1_000) == Decimal("0.604")
+
+
+@pytest.mark.parametrize(
+    ("model", "day", "expected"),
+    [
+        # 10,000 in (2,000 cached, 1,000 cache writes, 7,000 text) and 1,000 out
+        ("gpt-5.6-sol", "2026-08-20", "0.07225"),  # 7000x5 + 2000x0.50 + 1000x6.25 + 1000x30
+        ("gpt-5.6-sol", "2026-08-21", "0.0538"),  # cut: 7000x4 + 2000x0.40 + 1000x5 + 1000x20
+        ("gpt-5.6", "2026-11-28", "0.0538"),  # gpt-5.6 is Sol
+        ("gpt-5.6-terra", "2026-07-29", "0.036125"),  # 7000x2.50 + 2000x0.25 + 1000x3.125 + 1000x15
+        ("gpt-5.6-terra", "2026-07-30", "0.0289"),  # cut: 7000x2 + 2000x0.20 + 1000x2.50 + 1000x12
+        ("gpt-5.6-luna", "2026-06-26", "0.01445"),  # 7000x1 + 2000x0.10 + 1000x1.25 + 1000x6
+        ("gpt-5.6-luna", "2026-07-30", "0.00289"),  # cut: 7000x0.20 + 2000x0.02 + 1000x0.25 + 1000x1.20
+        ("gpt-5.6-luna-2026-06-26", "2026-06-27", "0.01445"),  # a dated snapshot, priced by the call's date
+    ],
+)
+def test_gpt_5_6_price_cuts_are_history(model: str, day: str, expected: str) -> None:
+    usage = {"input_tokens": 10_000, "cached_tokens": 2_000, "cache_write_tokens": 1_000, "output_tokens": 1_000}
+    assert usd(model, at=at(day), **usage) == Decimal(expected)
+
+
+def test_gpt_5_6_tiers_and_long_context() -> None:
+    small = {"input_tokens": 10_000, "cached_tokens": 2_000, "cache_write_tokens": 1_000, "output_tokens": 1_000}
+    assert usd("gpt-5.6-sol", service_tier="priority", **small) == Decimal("0.1076")  # 7000x8 + 2000x0.80 + 1000x10 + 1000x40
+    assert usd("gpt-5.6-sol", service_tier="flex", **small) == Decimal("0.0269")  # 7000x2 + 2000x0.20 + 1000x2.50 + 1000x10
+    assert usd("gpt-5.6-sol", input_tokens=300_000, output_tokens=10_000) == Decimal("2.7")  # 300000x8 + 10000x30
+    assert usd("gpt-5.6-sol", service_tier="flex", input_tokens=300_000, output_tokens=10_000) == Decimal("1.35")  # x4, x15
+
+
+def test_gpt_5_5_family() -> None:
+    usage = {"input_tokens": 10_000, "cached_tokens": 4_000, "output_tokens": 1_000}
+    assert usd("gpt-5.5", **usage) == Decimal("0.062")  # 6000x5 + 4000x0.50 + 1000x30
+    for alias in ("gpt-5.5-codex", "gpt-5.5-chat-latest", "gpt-5.5-2026-04-23"):
+        assert usd(alias, **usage) == Decimal("0.062"), alias
+    assert usd("gpt-5.5", service_tier="flex", **usage) == Decimal("0.031")  # 6000x2.50 + 4000x0.25 + 1000x15
+    assert usd("gpt-5.5", batch=True, **usage) == Decimal("0.031")
+    assert usd("gpt-5.5", service_tier="priority", **usage) == Decimal("0.155")  # 6000x12.50 + 4000x1.25 + 1000x75
+    big = {"input_tokens": 300_000, "cached_tokens": 100_000, "output_tokens": 10_000}
+    assert usd("gpt-5.5", **big) == Decimal("2.55")  # 200000x10 + 100000x1 + 10000x45
+    assert usd("gpt-5.5", service_tier="flex", **big) == Decimal("1.275")
+    assert usd("gpt-5.5-pro", input_tokens=10_000, output_tokens=1_000) == Decimal("0.48")  # 10000x30 + 1000x180
+    assert usd("gpt-5.5-pro", service_tier="flex", input_tokens=10_000, output_tokens=1_000) == Decimal("0.24")
+    assert usd("gpt-5.5-pro", input_tokens=300_000, output_tokens=10_000) == Decimal("20.7")  # 300000x60 + 10000x270
+    assert usd("gpt-5.5-pro", service_tier="flex", input_tokens=300_000, output_tokens=10_000) == Decimal("10.35")  # x30, x135
+
+
+def test_other_new_gpt_5_models() -> None:
+    usage = {"input_tokens": 10_000, "cached_tokens": 4_000, "output_tokens": 1_000}
+    assert usd("gpt-5.4-nano", **usage) == Decimal("0.00253")  # 6000x0.20 + 4000x0.02 + 1000x1.25
+    assert usd("gpt-5.4-nano", service_tier="flex", **usage) == Decimal("0.001265")  # 6000x0.10 + 4000x0.01 + 1000x0.625
+    assert usd("gpt-5.4-nano", batch=True, **usage) == Decimal("0.001265")
+    assert usd("gpt-5.3-codex", **usage) == Decimal("0.0252")  # 6000x1.75 + 4000x0.175 + 1000x14
+    assert usd("gpt-5.3-codex", service_tier="priority", **usage) == Decimal("0.0504")  # 6000x3.50 + 4000x0.35 + 1000x28
+    assert usd("gpt-5.3-chat-latest", **usage) == usd("gpt-5.3-chat", **usage) == Decimal("0.0252")
+    assert usd("chat-latest", **usage) == Decimal("0.062")  # 6000x5 + 4000x0.50 + 1000x30
+    assert usd("gpt-5-search-api", **usage) == Decimal("0.018")  # 6000x1.25 + 4000x0.125 + 1000x10
+    assert usd("gpt-5-chat", **usage) == usd("gpt-5", **usage) == Decimal("0.018")
+
+
+def test_cyber_models() -> None:
+    usage = {"input_tokens": 10_000, "cached_tokens": 4_000, "cache_write_tokens": 1_000, "output_tokens": 1_000}
+    # before 2026-10-19 no cached (and no cache-write) rate was published: all 10000 input at 12.50, + 1000x75
+    assert usd("gpt-5.5-cyber", at=at("2026-10-16"), **usage) == Decimal("0.2")
+    # from 2026-10-19: 5000x12.50 + 4000x1.25 + 1000x12.50 + 1000x75
+    assert usd("gpt-5.5-cyber", at=at("2026-10-19"), **usage) == Decimal("0.155")
+    assert usd("gpt-5.6-cyber", **usage) == Decimal("0.158125")  # 5000x12.50 + 4000x1.25 + 1000x15.625 + 1000x75
+    assert usd("gpt-6-cyber", **usage) == Decimal("0.233")  # 5000x20 + 4000x2 + 1000x25 + 1000x100
+    q = quote("gpt-6-cyber", service_tier="flex", **usage)
+    assert q.estimated and to_decimal(q.cost_pico) == Decimal("0.233")  # no flex rates are published
+
+
+def test_gpt_image_1_5_and_2() -> None:
+    # 1000 in = 400 text + 600 image; 500 cached = 200 text + 300 image; 2000 out = 100 text + 1900 image
+    usage = {"input_tokens": 1_000, "image_input_tokens": 600, "cached_tokens": 500, "cached_image_tokens": 300,
+             "output_tokens": 2_000, "image_output_tokens": 1_900}
+    # 200x5 + 200x1.25 + 300x8 + 300x2 + 100x10 + 1900x32
+    assert usd("gpt-image-1.5", **usage) == Decimal("0.06605")
+    # batch, published figures: 200x2.50 + 200x0.63 + 300x4 + 300x1 + 100x5 + 1900x16
+    assert usd("gpt-image-1.5", batch=True, **usage) == Decimal("0.033026")
+    # gpt-image-2 image output pays the $30 output rate: 200x5 + 200x1.25 + 300x8 + 300x2 + 100x30 + 1900x30
+    assert usd("gpt-image-2", **usage) == Decimal("0.06425")
+    # batch: 200x2.50 + 200x0.625 + 300x4 + 300x1 + 100x15 + 1900x15
+    assert usd("gpt-image-2", batch=True, **usage) == Decimal("0.032125")
+
+
+def test_realtime_and_audio_models() -> None:
+    # 1000 in = 200 text + 800 audio; 400 cached = 100 text + 300 audio; 500 out = 100 text + 400 audio
+    usage = {"input_tokens": 1_000, "audio_input_tokens": 800, "cached_tokens": 400, "cached_audio_tokens": 300,
+             "output_tokens": 500, "audio_output_tokens": 400}
+    # 100x4 + 100x0.40 + 500x32 + 300x0.40 + 100x24 + 400x64
+    assert usd("gpt-realtime-2", **usage) == usd("gpt-realtime-2.1", **usage) == Decimal("0.04456")
+    # gpt-realtime-1.5 is gpt-realtime: the same, but text output at 16
+    assert usd("gpt-realtime-1.5", **usage) == usd("gpt-realtime", **usage) == Decimal("0.04376")
+    plain = {"input_tokens": 1_000, "audio_input_tokens": 800, "output_tokens": 500, "audio_output_tokens": 400}
+    assert usd("gpt-audio-1.5", **plain) == Decimal("0.0527")  # 200x2.50 + 800x32 + 100x10 + 400x64
+    assert usd("gpt-audio-mini", **plain) == Decimal("0.01636")  # 200x0.60 + 800x10 + 100x2.40 + 400x20
+
+
+def test_new_per_minute_models_billed_by_the_second() -> None:
+    assert usd("gpt-transcribe", audio_seconds=61.2) == Decimal("0.00465")  # 62 s x $0.0045/60
+    assert usd("gpt-live-1", audio_seconds=90) == Decimal("0.075")  # 90 s x $3/3600
+    # $0.017/min is not a whole pico-dollar per second: 61 x 17,000,000,000 / 60 = 17,283,333,333.3 pico
+    q = quote("gpt-realtime-whisper", audio_seconds=61)
+    assert q.cost_pico == 17_283_333_333
+    assert quote("gpt-live-1", audio_seconds=1).cost_pico == 833_333_333  # 50,000,000,000 / 60
+    tokens = quote("gpt-transcribe", input_tokens=100, output_tokens=10)
+    assert not tokens.priced and "no token rates" in (tokens.reason or "")  # never $0 for tokens by accident
+
+
+def test_per_second_rounding_is_half_even() -> None:
+    _config.configure(extra_prices=[{"id": "tick", "prices": [{"effective": "2026-01-01", "per_minute": "0.000000000001"}]}])
+    # one pico-dollar a minute: 30 s = 0.5 -> 0, 90 s = 1.5 -> 2, 150 s = 2.5 -> 2, 151 s -> 3
+    assert [quote("tick", audio_seconds=s).cost_pico for s in (30, 90, 150, 151)] == [0, 2, 2, 3]
+
+
+def test_older_models_and_aliases() -> None:
+    assert usd("computer-use-preview", input_tokens=1000, output_tokens=1000) == Decimal("0.015")  # 1000x3 + 1000x12
+    assert usd("computer-use-preview-2025-03-11", input_tokens=1000, output_tokens=1000) == Decimal("0.015")
+    assert usd("gpt-3.5-turbo-16k", input_tokens=1000, output_tokens=1000) == Decimal("0.007")  # 1000x3 + 1000x4
+    assert usd("gpt-3.5-turbo-16k-0613", input_tokens=1000, output_tokens=1000) == Decimal("0.007")
+    assert usd("chatgpt-4o-latest", input_tokens=1000, output_tokens=1000) == Decimal("0.02")  # 1000x5 + 1000x15
+    # 600x1.50 + 400x0.375 + 1000x6
+    assert usd("codex-mini-latest", input_tokens=1000, cached_tokens=400, output_tokens=1000) == Decimal("0.00705")
+    assert usd("text-embedding-ada-002-v2", input_tokens=1000) == Decimal("0.0001")  # 1000x0.10
+
+
+# -- issue 11: the defects ---------------------------------------------------------------------
+
+
+def test_gpt_5_4_mini_tier_rates() -> None:
+    usage = {"input_tokens": 10_000, "cached_tokens": 4_000, "output_tokens": 1_000}
+    assert usd("gpt-5.4-mini", **usage) == Decimal("0.0093")  # 6000x0.75 + 4000x0.075 + 1000x4.50
+    assert usd("gpt-5.4-mini", service_tier="flex", **usage) == Decimal("0.00465")  # 6000x0.375 + 4000x0.0375 + 1000x2.25
+    assert usd("gpt-5.4-mini", service_tier="priority", **usage) == Decimal("0.0186")  # 6000x1.50 + 4000x0.15 + 1000x9
+
+
+def test_gpt_5_4_pro_flex_including_long_context() -> None:
+    assert usd("gpt-5.4-pro", service_tier="flex", input_tokens=10_000, output_tokens=1_000) == Decimal("0.24")  # x15, x90
+    # above 272K: 30 / 135
+    assert usd("gpt-5.4-pro", service_tier="flex", input_tokens=300_000, output_tokens=10_000) == Decimal("10.35")
+    assert usd("gpt-5.4-pro", batch=True, input_tokens=300_000, output_tokens=10_000) == Decimal("10.35")
+
+
+def test_gpt_4o_2024_05_13_priority() -> None:
+    q = quote("gpt-4o-2024-05-13", service_tier="priority", input_tokens=1000, output_tokens=1000)
+    assert to_decimal(q.cost_pico) == Decimal("0.035") and not q.estimated  # 1000x8.75 + 1000x26.25
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [("gpt-4o-mini-tts", "0.012"), ("gpt-image-1", "0.04"), ("gpt-image-1-mini", "0.008")],
+)
+def test_generic_output_rate_is_not_zero(model: str, expected: str) -> None:
+    # 1000 output tokens that the response did not split into audio / image tokens: $12 / $40 / $8 per 1M
+    assert usd(model, output_tokens=1000) == Decimal(expected)
+
+
+def test_realtime_mini_cached_audio_is_billed_once_example_from_issue() -> None:
+    # 750 in = 200 text + 550 audio; 500 cached = 200 text + 300 audio; 210 text out.
+    # 200x0.06 (cached text) + 300x0.30 (cached audio) + 250x10 (audio) + 210x2.40 = $0.003106.
+    # The engine used to subtract cached and audio separately: 500x0.06 + 550x10 + 210x2.40 = $0.006034.
+    split = quote("gpt-realtime-mini", input_tokens=750, cached_tokens=500, audio_input_tokens=550,
+                  cached_audio_tokens=300, output_tokens=210)
+    assert to_decimal(split.cost_pico) == Decimal("0.003106")
+    assert split.breakdown == {"cached_input": 12_000_000, "audio_input": 2_500_000_000,
+                               "cached_audio_input": 90_000_000, "output": 504_000_000}
+    # Without the split (the API reports only the totals), the overlap is inferred: the same price.
+    unsplit = quote("gpt-realtime-mini", input_tokens=750, cached_tokens=500, audio_input_tokens=550, output_tokens=210)
+    assert unsplit.breakdown == split.breakdown
+
+
+def test_cached_image_tokens_are_billed_once() -> None:
+    # 1000 in = 400 text + 600 image, 900 cached, no split: 900 + 600 > 1000, so 500 cached tokens are images.
+    # 400x1.25 (cached text) + 100x10 (image) + 500x2.50 (cached image)
+    q = quote("gpt-image-1", input_tokens=1000, image_input_tokens=600, cached_tokens=900)
+    assert q.breakdown == {"cached_input": 500_000_000, "image_input": 1_000_000_000, "cached_image_input": 1_250_000_000}
+    assert to_decimal(q.cost_pico) == Decimal("0.00275")
+
+
+def test_cached_audio_without_a_cached_audio_rate_pays_the_audio_rate() -> None:
+    # gpt-audio has no cache discount: cached audio is plain audio. 200x2.50 + 800x32
+    assert usd("gpt-audio", input_tokens=1000, audio_input_tokens=800, cached_tokens=300, cached_audio_tokens=300) == Decimal("0.0261")
+
+
+def test_priority_excludes_long_context_prompts() -> None:
+    # up to 128K input tokens: priority 5 / 30
+    assert usd("gpt-5.4", service_tier="priority", input_tokens=100_000, output_tokens=1000) == Decimal("0.53")
+    # above 128K priority is not served: standard 200000x2.50 + 1000x15, not estimated
+    q = quote("gpt-5.4", service_tier="priority", input_tokens=200_000, output_tokens=1000)
+    assert to_decimal(q.cost_pico) == Decimal("0.515") and not q.estimated
+    # above 272K: the standard long-context rates, 300000x5 + 1000x22.50
+    assert usd("gpt-5.4", service_tier="fast", input_tokens=300_000, output_tokens=1000) == Decimal("1.5225")
+    # o3 is not marked "excludes long context": priority applies to a 150K prompt, 150000x3.50
+    assert usd("o3", service_tier="priority", input_tokens=150_000) == Decimal("0.525")
+
+
+def test_fine_tunes_have_no_priority_rates() -> None:
+    q = quote("ft:gpt-4o-mini-2024-07-18:org::x", service_tier="priority", input_tokens=1000, output_tokens=1000)
+    assert q.estimated and to_decimal(q.cost_pico) == Decimal("0.0015")  # fine-tune rates 1000x0.30 + 1000x1.20
+
+
+def test_gpt_3_5_turbo_1106_batch_is_its_standard_price() -> None:
+    assert usd("gpt-3.5-turbo-1106", batch=True, input_tokens=1000, output_tokens=1000) == Decimal("0.003")  # 1 / 2
+    # its fine-tunes (3 / 6) take the batch discount: 1000x1.50 + 1000x3
+    assert usd("ft:gpt-3.5-turbo-1106:org::x", batch=True, input_tokens=1000, output_tokens=1000) == Decimal("0.0045")
+
+
+@pytest.mark.parametrize(("model", "expected"), [
+    ("gpt-3.5-turbo-0613", "0.0035"), ("gpt-3.5-turbo-0301", "0.0035"),  # 1000x1.50 + 1000x2
+    ("gpt-3.5-turbo-0125", "0.002"), ("gpt-3.5-turbo", "0.002"),  # 1000x0.50 + 1000x1.50
+    ("gpt-3.5-turbo-instruct-0914", "0.0035"),
+])
+def test_dated_snapshots_keep_their_own_price(model: str, expected: str) -> None:
+    assert usd(model, input_tokens=1000, output_tokens=1000) == Decimal(expected)
+
+
+@pytest.mark.parametrize("name", ["gpt-3.5-turbo-0914", "gpt-4o-0613", "gpt-4-turbo-1231"])
+def test_mmdd_snapshots_never_fall_back_to_another_snapshot(name: str) -> None:
+    assert table().resolve(name) is None
+
+
+def test_rounded_published_figures() -> None:
+    cached = {"input_tokens": 100_000, "cached_tokens": 100_000}
+    assert usd("gpt-5.4", service_tier="flex", **cached) == Decimal("0.013")  # 100000 x 0.13
+    assert usd("gpt-5.4", batch=True, **cached) == Decimal("0.013")
+    # above 272K the published flex / batch cached figure is 0.25 (not 0.13 x 2): 300000 x 0.25
+    assert usd("gpt-5.4", service_tier="flex", input_tokens=300_000, cached_tokens=300_000) == Decimal("0.075")
+    assert usd("gpt-5.4", batch=True, input_tokens=300_000, cached_tokens=300_000) == Decimal("0.075")
+    assert usd("o4-mini", service_tier="flex", input_tokens=1000, cached_tokens=1000) == Decimal("0.000138")
+    assert usd("gpt-image-1", batch=True, input_tokens=1000, cached_tokens=1000) == Decimal("0.00063")
+    images = {"input_tokens": 1000, "image_input_tokens": 1000, "cached_tokens": 1000, "cached_image_tokens": 1000}
+    assert usd("gpt-image-1-mini", batch=True, **images) == Decimal("0.00013")
+
+
+def test_pre_gpt_5_batch_keeps_the_standard_cached_rate() -> None:
+    usage = {"input_tokens": 1000, "cached_tokens": 400, "output_tokens": 1000}
+    assert usd("gpt-4o", batch=True, **usage) == Decimal("0.00625")  # 600x1.25 + 400x1.25 (standard) + 1000x5
+    assert usd("gpt-4.1", batch=True, **usage) == Decimal("0.0048")  # 600x1 + 400x0.50 + 1000x4
+    assert table().entries["gpt-4o"].note.startswith("Batch cached-input rate: published nowhere")
+
+
+# -- loading: new fields and checks --------------------------------------------------------------
+
+
+def test_two_periods_on_one_date_are_refused(tmp_path: Path) -> None:
+    body = ('[[models]]\nid = "twice"\n[[models.prices]]\neffective = "2026-01-01"\ninput = "1"\n'
+            '[[models.prices]]\neffective = "2026-01-01"\ninput = "2"\n')
+    _config.configure(prices=write(tmp_path, body))
+    with pytest.raises(ValueError, match=r"'twice'.*two periods start on 2026-01-01"):
+        table()
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ('priority = { input = "2", max_input_tokens = "lots" }', "max_input_tokens"),
+    ('long_context = { threshold = 100, input = "2", flex = { inptu = "1" } }', "long_context.flex.inptu"),
+    ('per_minute = "0.0000000000001"', "per_minute"),
+])
+def test_bad_new_fields_are_named(tmp_path: Path, body: str, needle: str) -> None:
+    _config.configure(prices=write(tmp_path, f'[[models]]\nid = "m"\n[[models.prices]]\neffective = "2026-01-01"\ninput = "1"\n{body}\n'))
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        table()
+
+
+def test_a_table_from_uploaded_bytes_prices_like_the_bundled_one() -> None:
+    from axme_meter._pricing import bundled_files, parse_bytes
+
+    files = bundled_files()
+    assert [f.provider for f in files] == ["openai"]  # known-differences.toml is not price data
+    upload = b'[meta]\nprovider = "mine"\n[[models]]\nid = "gpt-7"\n[[models.prices]]\neffective = "2027-01-01"\ninput = "3"\n'
+    t = PriceTable([*files, parse_bytes(upload, "upload.toml")])
+    assert t.quote("gpt-7", Usage(input_tokens=1000)).cost_pico == 3_000_000_000
+    assert t.quote("gpt-4o", Usage(input_tokens=1000)).cost_pico == 2_500_000_000
+    with pytest.raises(ValueError, match=r"upload\.toml.*'bad'.*prices\[0\]\.input"):
+        parse_bytes(b'[[models]]\nid = "bad"\n[[models.prices]]\neffective = "2027-01-01"\ninput = "-1"\n', "upload.toml")
+
+
+# -- the maintainer's check: its reviewed-differences file -------------------------------------
+
+
+def _check_prices() -> Any:
+    import importlib.util
+    import sys
+
+    if "check_prices" in sys.modules:
+        return sys.modules["check_prices"]
+    path = Path(__file__).resolve().parents[1] / "scripts" / "check_prices.py"
+    spec = importlib.util.spec_from_file_location("check_prices", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules["check_prices"] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_known_differences_file_is_pinned_and_reasoned() -> None:
+    check = _check_prices()
+    requirement, known = check.load_known(check.KNOWN)
+    assert requirement == "genai-prices==0.2.3"
+    assert known and all(len(k.reason) > 40 for k in known)
+
+
+def test_known_difference_needs_a_reason_and_matches_exactly(tmp_path: Path) -> None:
+    check = _check_prices()
+    bad = write(tmp_path, 'reference = "genai-prices==0.2.3"\n[[difference]]\nmodels = "gpt-4o"\nprobes = "input"\n')
+    with pytest.raises(ValueError, match="reason"):
+        check.load_known(bad)
+    good = write(tmp_path, 'reference = "genai-prices==0.2.3"\n[[difference]]\nmodels = ["gpt-4o*"]\nprobes = ["long:*"]\n'
+                 'tiers = ["priority"]\nours = "2.50"\nreason = "a documented reason for this test"\n', "good.toml")
+    _, [known] = check.load_known(good)
+    row = check.Row("gpt-4o-mini", "priority", "2026-12-02", "long:input", Decimal("2.5"), Decimal("4"))
+    assert known.matches(row)
+    assert not known.matches(check.Row("gpt-4o-mini", "flex", "2026-12-02", "long:input", Decimal("2.5"), Decimal("4")))
+    assert not known.matches(check.Row("gpt-4o-mini", "priority", "2026-12-02", "long:input", Decimal("2.6"), Decimal("4")))

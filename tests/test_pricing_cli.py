@@ -77,7 +77,7 @@ def test_prices_lists_with_version_and_glob(capsys: pytest.CaptureFixture[str]) 
     ids = [line.split()[0] for line in out.splitlines()[2:]]
     assert "gpt-4o" in ids and "gpt-4o-mini" in ids and "gpt-4.1" not in ids
     row = next(line.split() for line in out.splitlines() if line.startswith("gpt-4o "))
-    assert row[1:4] == ["2.5", "1.25", "10"] and row[-1] == "2026-11-28"
+    assert row[1:4] == ["2.5", "1.25", "10"] and row[-1] == "2026-12-02"
 
 
 def test_prices_substring_and_units(capsys: pytest.CaptureFixture[str]) -> None:
@@ -107,3 +107,21 @@ def test_module_entry_point() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "cost:    $0.02\n" in proc.stdout
+
+
+def test_price_cache_writes_and_estimated_tier(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "price", "gpt-6-sol", "--input", "10000", "--cached", "4000", "--cache-write", "2000", "--output", "1000")
+    assert code == 0 and "cost:    $0.0238\n" in out  # 4000x2 + 4000x0.20 + 2000x2.50 + 1000x10 per 1M
+    assert "  cache_write   $0.005\n" in out and "note:" not in out
+    code, out, _ = run(capsys, "price", "gpt-4o", "--input", "1000", "--tier", "flex")
+    assert code == 0 and "cost:    $0.0025\n" in out and "note:    estimated: no 'flex' rates" in out
+    code, _, err = run(capsys, "price", "gpt-4o", "--input", "10", "--cached", "6", "--cache-write", "6")
+    assert code == 2 and "subsets" in err
+
+
+def test_prices_lists_new_dimensions(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "prices", "gpt-5.6-sol")
+    row = next(line for line in out.splitlines() if line.startswith("gpt-5.6-sol "))
+    assert code == 0 and "cache_write 5/1M" in row and "+flex,priority" in row
+    _, out, _ = run(capsys, "prices", "gpt-live-1")
+    assert "$0.05/min" in out

@@ -59,7 +59,15 @@ class UnpricedCallWarning(UserWarning):
     """A call was recorded without a price (unknown model or no usage); shown once per model."""
 
 
+class EstimatedPriceWarning(UserWarning):
+    """A call was priced with stand-in rates (a ``service_tier`` the table has no rates for).
+
+    The call is booked at standard rates and marked ``estimated``; shown once per model and tier.
+    """
+
+
 _warned_models: set[str] = set()
+_warned_tiers: set[tuple[str, str]] = set()
 
 
 class MeteredCall:
@@ -227,7 +235,6 @@ class MeteredCall:
                     usage = estimate_usage(self.body, "".join(self.text), price_model)
                 cost = conservative_cost(usage, rule)
                 estimated = True
-            _warn_unpriced(recorded_model, quote.reason)
         rec = CallRecord(
             agent=self.agent,
             intent=self.intent,
@@ -235,13 +242,18 @@ class MeteredCall:
             usage=usage,
             cost_pico=cost,
             priced=priced,
-            estimated=estimated,
+            estimated=estimated or quote.estimated,
             pricing_version=quote.version,
             endpoint=self.kind,
             at=self.at,
         )
         reservation, self.reservation = self.reservation, None
         self.runtime.book(rec, reservation)
+        # Warn only once the call is booked: a warning turned into an error must not lose it.
+        if not priced:
+            _warn_unpriced(recorded_model, quote.reason)
+        elif quote.estimated:
+            _warn_estimated(recorded_model, self.service_tier or "", quote.reason)
 
     def _default_model(self) -> str:
         return _DEFAULT_IMAGE_MODEL if self.kind == "images" else "unknown"
@@ -299,13 +311,36 @@ def _warn_unpriced(model: str, reason: str | None) -> None:
     if model in _warned_models:
         return
     _warned_models.add(model)
-    warnings.warn(
+    _warn(
         f"axme_meter: recorded a call to {model!r} without a price ({reason or 'no usage reported'}); "
         "its tokens are counted and the call is marked unpriced. Add a price with AXME_METER_PRICES=<file> "
         "or axme_meter.configure(extra_prices=[...]).",
         UnpricedCallWarning,
-        stacklevel=2,
     )
+
+
+def _warn_estimated(model: str, tier: str, reason: str | None) -> None:
+    if (model, tier) in _warned_tiers:
+        return
+    _warned_tiers.add((model, tier))
+    _warn(
+        f"axme_meter: a call to {model!r} was served with service_tier {tier!r} ({reason or 'no rates'}); "
+        "it is booked at standard rates and marked estimated. Add the tier's rates with "
+        "AXME_METER_PRICES=<file> or axme_meter.configure(extra_prices=[...]).",
+        EstimatedPriceWarning,
+    )
+
+
+def _warn(message: str, category: type[Warning]) -> None:
+    """Warn; where warnings are errors (``-W error``, pytest ``filterwarnings = error``), log instead.
+
+    The call is already booked when this runs; raising here would only turn a booked call
+    into a "failed to meter" error inside the SDK's response handling.
+    """
+    try:
+        warnings.warn(message, category, stacklevel=3)
+    except Warning:
+        log.warning("%s", message)
 
 
 def conservative_cost(usage: Usage, rule: UnpricedRule) -> int:

@@ -4,11 +4,20 @@ Contract used by the client (implemented in ``_table.py``):
 
 * ``table() -> PriceTable``: the process-wide table (bundled files, then the
   ``AXME_METER_PRICES`` file, then ``configure(extra_prices=...)``), loaded lazily.
-* ``PriceTable.quote(model, usage, *, at=None, service_tier=None, batch=False) -> Quote``
+* ``PriceTable.quote(model, usage, *, at=None, service_tier=None, batch=False) -> Quote``:
+  integer pico-dollars, a breakdown per dimension, ``priced`` / ``estimated`` / ``reason``.
 * ``PriceTable.resolve(model) -> str | None`` and ``PriceTable.version``.
+
+Any other holder of token counts (e.g. a gateway pricing heartbeat details) prices them the
+same way: ``PriceTable([*bundled_files(), parse_bytes(data, "upload.toml")]).quote(model,
+Usage(...), at=..., service_tier=...)``. Later files replace earlier entries by id.
 """
 
+from ._load import ModelEntry, PriceFileError, parse_bytes
+from ._table import PriceTable, Quote, bundled_files, reload_table, table
 from ._usage import Usage
-from ._table import PriceTable, Quote, reload_table, table
 
-__all__ = ["PriceTable", "Quote", "Usage", "reload_table", "table"]
+__all__ = [
+    "ModelEntry", "PriceFileError", "PriceTable", "Quote", "Usage",
+    "bundled_files", "parse_bytes", "reload_table", "table",
+]

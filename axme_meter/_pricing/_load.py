@@ -7,7 +7,6 @@ Why a separate module: loading runs once and may use ``Decimal``; the hot path i
 from __future__ import annotations
 
 import datetime as _dt
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -33,10 +32,12 @@ TOKEN_FIELDS = (
     "image_output",
 )
 RATE_SET_KEYS = ("fine_tuned", "flex", "priority", "batch")
+#: Rate sets selected by the response's ``service_tier`` (or the Batch API), as opposed to ``fine_tuned``.
+TIER_SETS = ("flex", "priority", "batch")
 PERIOD_KEYS = frozenset(
     TOKEN_FIELDS
     + RATE_SET_KEYS
-    + ("effective", "long_context", "images", "default_quality", "per_minute", "per_1m_characters")
+    + ("effective", "long_context", "images", "default_quality", "per_minute", "per_1m_characters", "note")
 )
 ENTRY_KEYS = frozenset(("id", "aliases", "source", "checked", "prices", "note"))
 META_KEYS = frozenset(("provider", "currency", "source", "checked", "batch_discount"))
@@ -53,16 +54,21 @@ class Period:
     effective_day: int
     rates: dict[str, int]
     sets: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Per tier: requests with more input tokens than this are served, and billed, at standard rates.
+    max_input: dict[str, int] = field(default_factory=dict)
     long_threshold: int | None = None
     long_rates: dict[str, int] = field(default_factory=dict)
+    #: Published long-context rates of a tier that differ from the scaled ones (rounded figures).
+    long_sets: dict[str, dict[str, int]] = field(default_factory=dict)
     images: dict[str, int] = field(default_factory=dict)
     default_quality: str | None = None
+    #: Pico-dollars per minute of audio (billed by the second, see ``_table``).
     per_minute: int | None = None
     per_character: int | None = None
 
 
 @dataclass(slots=True)
-class Entry:
+class ModelEntry:
     """One model: id, aliases, provenance and its price history (sorted by effective day)."""
 
     id: str
@@ -72,6 +78,7 @@ class Entry:
     periods: list[Period]
     origin: str
     batch_discount: Decimal | None = None
+    note: str = ""
 
 
 @dataclass(slots=True)
@@ -79,7 +86,7 @@ class PriceFile:
     origin: str
     provider: str
     checked: str
-    entries: list[Entry]
+    entries: list[ModelEntry]
     raw: bytes
 
 
@@ -128,6 +135,31 @@ def _rate_map(raw: Any, origin: str, model: str, fld: str, *, extra: frozenset[s
     return rates
 
 
+def _positive_int(value: Any, origin: str, model: str, fld: str, fix: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise _err(origin, model, fld, f"{value!r} is not a positive whole number", fix)
+    return value
+
+
+def _tier_set(raw: Any, origin: str, model: str, fld: str, name: str, period: Period) -> None:
+    """One ``flex`` / ``priority`` / ``batch`` / ``fine_tuned`` set, with its optional ``max_input_tokens``."""
+    period.sets[name] = _rate_map(raw, origin, model, fld, extra=frozenset({"max_input_tokens"}))
+    if isinstance(raw, Mapping) and "max_input_tokens" in raw:
+        period.max_input[name] = _positive_int(
+            raw["max_input_tokens"], origin, model, f"{fld}.max_input_tokens", "write max_input_tokens = 128000 (input tokens)"
+        )
+
+
+def _long_context(raw: Any, origin: str, model: str, fld: str, period: Period) -> None:
+    """``long_context = { threshold, <rates>, flex = {...}, batch = {...} }``."""
+    threshold = raw.get("threshold") if isinstance(raw, Mapping) else None
+    period.long_threshold = _positive_int(threshold, origin, model, f"{fld}.threshold", "add threshold = 272000 (input tokens)")
+    period.long_rates = _rate_map(raw, origin, model, fld, extra=frozenset({"threshold", *TIER_SETS}))
+    for name in TIER_SETS:
+        if name in raw:
+            period.long_sets[name] = _rate_map(raw[name], origin, model, f"{fld}.{name}")
+
+
 def _day(value: Any, origin: str, model: str, fld: str) -> int:
     """A date (TOML date or 'YYYY-MM-DD') -> days since 1970-01-01."""
     if isinstance(value, str):
@@ -155,14 +187,9 @@ def _period(raw: Any, origin: str, model: str, index: int) -> Period:
     )
     for name in RATE_SET_KEYS:
         if name in raw:
-            period.sets[name] = _rate_map(raw[name], origin, model, f"{where}.{name}")
+            _tier_set(raw[name], origin, model, f"{where}.{name}", name, period)
     if "long_context" in raw:
-        long = raw["long_context"]
-        threshold = long.get("threshold") if isinstance(long, Mapping) else None
-        if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold <= 0:
-            raise _err(origin, model, f"{where}.long_context.threshold", "missing or not a positive integer", "add threshold = 272000 (input tokens)")
-        period.long_threshold = threshold
-        period.long_rates = _rate_map(long, origin, model, f"{where}.long_context", extra=frozenset({"threshold"}))
+        _long_context(raw["long_context"], origin, model, f"{where}.long_context", period)
     if "images" in raw:
         images = raw["images"]
         if not isinstance(images, Mapping):
@@ -175,15 +202,15 @@ def _period(raw: Any, origin: str, model: str, index: int) -> Period:
         period.default_quality = str(raw["default_quality"]).lower()
     if "per_minute" in raw:
         fld = f"{where}.per_minute"
-        period.per_minute = _exact(_decimal(raw["per_minute"], origin, model, fld) * _PICO / 60, origin, model, fld, "second")
+        period.per_minute = _exact(_decimal(raw["per_minute"], origin, model, fld) * _PICO, origin, model, fld, "minute")
     if "per_1m_characters" in raw:
         fld = f"{where}.per_1m_characters"
         period.per_character = _exact(_decimal(raw["per_1m_characters"], origin, model, fld) * _PICO / _MILLION, origin, model, fld, "character")
     return period
 
 
-def parse_entry(raw: Any, origin: str, batch_discount: Decimal | None, default_checked: str) -> Entry:
-    """One model entry (a ``[[models]]`` table or an ``extra_prices`` dict) -> :class:`Entry`."""
+def parse_entry(raw: Any, origin: str, batch_discount: Decimal | None, default_checked: str) -> ModelEntry:
+    """One model entry (a ``[[models]]`` table or an ``extra_prices`` dict) -> :class:`ModelEntry`."""
     if not isinstance(raw, Mapping):
         raise _err(origin, None, "models", f"each model must be a table, got {type(raw).__name__}", "see pricing/README.md")
     model = raw.get("id")
@@ -199,10 +226,14 @@ def parse_entry(raw: Any, origin: str, batch_discount: Decimal | None, default_c
     if not isinstance(prices, list) or not prices:
         raise _err(origin, model, "prices", "missing or empty", 'add at least one [[models.prices]] with effective = "YYYY-MM-DD" and rates')
     periods = sorted((_period(p, origin, model, i) for i, p in enumerate(prices)), key=lambda p: p.effective_day)
+    for before, after in zip(periods, periods[1:]):
+        if before.effective_day == after.effective_day:
+            day = _dt.date(1970, 1, 1) + _dt.timedelta(days=after.effective_day)
+            raise _err(origin, model, "prices", f"two periods start on {day}", "give each [[models.prices]] its own effective date")
     checked = raw.get("checked", default_checked)
     if checked:
         _day(checked, origin, model, "checked")
-    return Entry(
+    return ModelEntry(
         id=model.strip().lower(),
         aliases=tuple(a.strip().lower() for a in aliases),
         source=str(raw.get("source", "")),
@@ -210,6 +241,7 @@ def parse_entry(raw: Any, origin: str, batch_discount: Decimal | None, default_c
         periods=periods,
         origin=origin,
         batch_discount=batch_discount,
+        note=str(raw.get("note", "")),
     )
 
 
@@ -220,6 +252,13 @@ def parse_file(path: Path) -> PriceFile:
         raw_bytes = path.read_bytes()
     except OSError as exc:
         raise PriceFileError(f"{origin}: cannot read the price file ({exc.strerror}). Fix: point AXME_METER_PRICES at a readable TOML file") from None
+    return parse_bytes(raw_bytes, origin)
+
+
+def parse_bytes(raw_bytes: bytes, origin: str) -> PriceFile:
+    """Parse and validate a price file's bytes (from disk or, e.g., an upload); ``origin`` names it in errors."""
+    import tomllib  # lazy: only loading a table needs it, ``import axme_meter`` does not
+
     try:
         data = tomllib.loads(raw_bytes.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -246,10 +285,10 @@ def parse_file(path: Path) -> PriceFile:
     if discount is not None:
         for entry in entries:
             _check_discount(entry, discount, origin)
-    return PriceFile(origin, str(meta.get("provider", path.stem)), checked, entries, raw_bytes)
+    return PriceFile(origin, str(meta.get("provider", Path(origin).stem)), checked, entries, raw_bytes)
 
 
-def _check_discount(entry: Entry, discount: Decimal, origin: str) -> None:
+def _check_discount(entry: ModelEntry, discount: Decimal, origin: str) -> None:
     """Batch prices derived from ``batch_discount`` must also be whole pico-dollars per token."""
     for i, period in enumerate(entry.periods):
         if "batch" in period.sets:

@@ -23,7 +23,8 @@ def register(subparsers: Any) -> None:
     price.add_argument("--output", type=_count, default=0, help="output tokens, including reasoning ones")
     price.add_argument("--cached", type=_count, default=0, help="cached input tokens (part of --input)")
     price.add_argument("--reasoning", type=_count, default=0, help="reasoning tokens (part of --output)")
-    price.add_argument("--tier", choices=("flex", "priority", "batch"), help="service tier, or the Batch API")
+    price.add_argument("--cache-write", type=_count, default=0, help="tokens written to the prompt cache (part of --input)")
+    price.add_argument("--tier", choices=("flex", "priority", "fast", "batch"), help="service tier, or the Batch API")
     price.add_argument("--date", type=_date, help="price in force on this date (YYYY-MM-DD); default today")
     price.set_defaults(handler=run_price)
 
@@ -76,16 +77,19 @@ def run_price(args: argparse.Namespace) -> int:
     if t.resolve(args.model) is None:
         _unknown(t, args.model)
         return 2
-    if args.cached > args.input or args.reasoning > args.output:
-        print("axme-meter: --cached must not exceed --input, nor --reasoning --output (they are subsets)", file=sys.stderr)
+    if args.cached + args.cache_write > args.input or args.reasoning > args.output:
+        print("axme-meter: --cached plus --cache-write must not exceed --input, nor --reasoning --output (they are subsets)", file=sys.stderr)
         return 2
-    usage = Usage(input_tokens=args.input, cached_tokens=args.cached, output_tokens=args.output, reasoning_tokens=args.reasoning)
+    usage = Usage(input_tokens=args.input, cached_tokens=args.cached, cache_write_tokens=args.cache_write,
+                  output_tokens=args.output, reasoning_tokens=args.reasoning)
     quote = t.quote(args.model, usage, at=args.date, service_tier=args.tier, batch=args.tier == "batch")
     if not quote.priced:
         print(f"axme-meter: cannot price {args.model}: {quote.reason}", file=sys.stderr)
         return 2
     print(f"model:   {args.model} -> {quote.model}")
     print(f"tier:    {args.tier or 'standard'}")
+    if quote.estimated:
+        print(f"note:    estimated: {quote.reason}")
     print(f"cost:    {_dollars(quote.cost_pico)}")
     width = max((len(k) for k in quote.breakdown), default=0)
     for name, pico in quote.breakdown.items():
@@ -114,11 +118,11 @@ def _per_million(pico_per_token: int) -> str:
 def _others(rates: Any) -> str:
     """Non-text units of one entry, compactly."""
     period, parts = rates.period, []
-    for name in ("audio_input", "audio_output", "image_input", "image_output"):
+    for name in ("cache_write", "audio_input", "cached_audio_input", "audio_output", "image_input", "cached_image_input", "image_output"):
         if name in period.rates:
             parts.append(f"{name} {_per_million(getattr(rates, name))}/1M")
     if period.per_minute is not None:
-        parts.append(f"${to_decimal(period.per_minute * 60):f}/min")
+        parts.append(f"${to_decimal(period.per_minute):f}/min")
     if period.per_character is not None:
         parts.append(f"${to_decimal(period.per_character * 1_000_000):f}/1M chars")
     if period.images:
@@ -126,7 +130,7 @@ def _others(rates: Any) -> str:
         parts.append(f"${to_decimal(cheapest):f}-${to_decimal(dearest):f}/image")
     if period.long_threshold:
         parts.append(f">{period.long_threshold} input: tier rates")
-    tiers = [s for s in ("flex", "priority", "fine_tuned") if s in period.sets]
+    tiers = [s for s in ("flex", "priority", "batch", "fine_tuned") if s in period.sets]
     if tiers:
         parts.append("+" + ",".join(tiers))
     return "; ".join(parts)

@@ -13,6 +13,7 @@ from openai_mock import FakeOpenAI
 def clean_meter() -> Iterator[None]:
     axme_meter.reset_spend()
     _call._warned_models.clear()
+    _call._warned_tiers.clear()
     yield
     axme_meter.reset_spend()
 
