@@ -108,7 +108,7 @@ def test_missing_settings_and_unreachable_gateway(monkeypatch: pytest.MonkeyPatc
     assert main(["report", "--gateway", "http://127.0.0.1:9", "--api-key", "k"]) == 1
     assert "cannot reach the gateway at http://127.0.0.1:9" in capsys.readouterr().err
     assert main(["policy", "set", AGENT, "--gateway", "http://127.0.0.1:9", "--api-key", "k"]) == 2
-    assert "at least one field" in capsys.readouterr().err
+    assert "set at least one limit: --max-cost-per-hour" in capsys.readouterr().err
 
 
 def test_bad_values_are_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
