@@ -37,7 +37,7 @@ class Bar:
 @dataclass(frozen=True, slots=True)
 class Tick:
     y: float
-    value: Decimal
+    value: Decimal  # normalised: data-tick="0", "0.002"
     label: str
 
 
@@ -81,7 +81,7 @@ def build(series: list[dict[str, Any]], bucket: str, tz_name: str | None) -> Cha
     base, plot_h = HEIGHT - BOTTOM, HEIGHT - BOTTOM - TOP
     if step:
         steps = int(axis_max / step)
-        ticks = [Tick(base - plot_h * i / steps, step * i, tick_label(step * i, step)) for i in range(steps + 1)]
+        ticks = [Tick(base - plot_h * i / steps, (step * i).normalize(), tick_label(step * i, step)) for i in range(steps + 1)]
     else:
         ticks = [Tick(base, Decimal(0), "$0")]
     left = max(48, 12 + 7 * max(len(t.label) for t in ticks))
