@@ -84,6 +84,8 @@ class DemoSummary:
     #: the key to log in to the dashboard with, while it is reachable (None once it stopped with the demo)
     admin_key: str | None
     gateway_pid: int | None
+    #: the kept gateway's SQLite file (its directory can be removed once the gateway is stopped)
+    gateway_db: str
     duration_s: float
     notes: list[str] = field(default_factory=list)
 
@@ -246,6 +248,7 @@ def _run_with_gateway(
         gateway_after="kept" if options.keep else "until-enter" if options.hold else "stopped",
         admin_key=gateway.admin_key if options.keep or options.hold else None,
         gateway_pid=gateway.keep() if options.keep else None,
+        gateway_db=str(gateway.db_path),
         duration_s=round(time.monotonic() - started, 2),
         notes=notes,
     )

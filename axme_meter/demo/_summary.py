@@ -25,8 +25,8 @@ def _hand_over(summary: DemoSummary) -> list[tuple[str, str]]:
     rows = [("dashboard", link if summary.dashboard_served else f"{link} [dim](this gateway serves no dashboard)[/]"),
             ("log in with", f"admin key [bold]{summary.admin_key}[/]")]
     if summary.gateway_after == "kept":
-        rows.append(("gateway", f"kept running (--keep), pid {summary.gateway_pid}: stop it with "
-                                f"[bold]kill {summary.gateway_pid}[/]"))
+        rows.append(("gateway", f"kept running (--keep), pid {summary.gateway_pid}, SQLite file {summary.gateway_db}: "
+                                f"stop it with [bold]kill {summary.gateway_pid}[/]"))
     return rows
 
 
