@@ -13,6 +13,7 @@ import sys
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from .._money import display_usd
 from ._api import GatewayAPI, GatewayError, add_connection_flags
 from ._help import examples
 
@@ -103,9 +104,9 @@ def _print(report: list[dict[str, Any]], window: str, top: int, console: Any, wi
         cost = _money(entry.get("cost_period"))
         total += cost
         agents.add_row(str(entry.get("address")), str(entry.get("state", "")), str(entry.get("health_status", "")),
-                       str(entry.get("intents_period", "")), f"${cost:,.4f}")
+                       str(entry.get("intents_period", "")), display_usd(cost))
     agents.add_section()
-    agents.add_row("total", "", "", "", f"${total:,.4f}")
+    agents.add_row("total", "", "", "", display_usd(total))
     console.print(agents)
     intents = Table(title=f"cost per intent ({window}, top {top} per agent)")
     for name, justify in (("agent", "left"), ("intent", "left"), ("calls", "right"), ("cost", "right")):
@@ -114,6 +115,6 @@ def _print(report: list[dict[str, Any]], window: str, top: int, console: Any, wi
         rows = sorted(_breakdown(item["costs"], "by_intent"), key=lambda r: _money(r.get("cost_usd")), reverse=True)
         for row in rows[:top]:
             intents.add_row(str(item["agent"].get("address")), str(row.get("id") or "(no intent)"),
-                            str(row.get("llm_calls", row.get("calls", ""))), f"${_money(row.get('cost_usd')):,.4f}")
+                            str(row.get("llm_calls", row.get("calls", ""))), display_usd(_money(row.get('cost_usd'))))
     if intents.row_count:
         console.print(intents)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from ..._money import display_usd
 from .._windows import parse_instant, zone
 
 
@@ -23,20 +24,9 @@ def _dec(value: Any) -> Decimal:
         return Decimal(0)
 
 
-SIGNIFICANT = 3
-
-
 def money(value: Any) -> str:
     """``"12.4712"`` → ``"$12.47"``; ``"0.004623"`` → ``"$0.00462"``; ``"0.05"`` → ``"$0.05"``; zero is ``"$0.00"``."""
-    amount = _dec(value)
-    sign, amount = ("-" if amount < 0 else ""), abs(amount)
-    if amount < 1 and amount != 0:
-        places = max(2, SIGNIFICANT - 1 - amount.adjusted())
-        rounded = amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
-        if rounded < 1:
-            whole, _, fraction = format(rounded, "f").partition(".")
-            return f"{sign}${whole}.{fraction.rstrip('0').ljust(2, '0')}"
-    return f"{sign}$" + format(amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP), ",f")
+    return display_usd(_dec(value))
 
 
 def money_full(value: Any) -> str:
