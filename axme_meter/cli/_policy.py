@@ -18,12 +18,12 @@ from typing import Any
 
 from ._api import GatewayAPI, GatewayError, add_connection_flags, agent_path
 from ._help import examples
-from ._policy_check import COUNT_FLAGS, MONEY_FLAGS, check_policy, email_problem, url_problem
+from ._policy_check import ACTIONS, COUNT_FLAGS, MONEY_FLAGS, RATE_FLAGS, UNPRICED, check_policy, email_problem, url_problem
 
 __all__ = ["GatewayAPI", "GatewayError", "add_connection_flags", "agent_path", "build_policy", "register"]
 
 _AGENT_HELP = "agent://org/env/name or its addr_… id"
-_CLEARABLE = {**{dest.replace("_", "-"): field for dest, field in {**MONEY_FLAGS, **COUNT_FLAGS}.items()},
+_CLEARABLE = {**{dest.replace("_", "-"): field for dest, field in {**MONEY_FLAGS, **COUNT_FLAGS, **RATE_FLAGS}.items()},
               "notify-email": "notify.email", "notify-slack": "notify.slack_webhook", "notify-webhook": "notify.webhook"}
 
 
@@ -66,12 +66,14 @@ def _url(value: str) -> str:
 def build_policy(args: argparse.Namespace) -> dict[str, Any]:
     """The fields given on the command line, as the JSON body's fields (flags not given are left out)."""
     policy: dict[str, Any] = {}
-    for flag, name in {**MONEY_FLAGS, **COUNT_FLAGS}.items():
+    for flag, name in {**MONEY_FLAGS, **COUNT_FLAGS, **RATE_FLAGS}.items():
         value = getattr(args, flag)
         if value is not None:
             policy[name] = value
     if args.action:
         policy["action_on_breach"] = args.action
+    if args.on_unpriced_call:
+        policy["on_unpriced_call"] = args.on_unpriced_call
     if args.timezone:
         policy["timezone"] = args.timezone
     if args.alert_thresholds is not None:
@@ -106,7 +108,12 @@ def _add_field_flags(parser: argparse.ArgumentParser) -> None:
     for flag in COUNT_FLAGS:
         parser.add_argument("--" + flag.replace("_", "-"), dest=flag, type=_count, metavar="N",
                             help=f"{flag.replace('_', ' ')}, at least 1 (gates new intents)")
-    parser.add_argument("--action", choices=["block", "notify", "pause"], help="what a breach does (default block)")
+    parser.add_argument("--action", choices=ACTIONS, help="what a breach does (default block; alert = notify)")
+    parser.add_argument("--on-unpriced-call", choices=UNPRICED,
+                        help="a call the client cannot price: book it at conservative rates (estimate, default) or refuse it")
+    for flag in RATE_FLAGS:
+        parser.add_argument("--" + flag.replace("_", "-"), dest=flag, type=_money, metavar="USD",
+                            help=f"{flag.removesuffix('_per_1m').replace('_', ' ')} rate for unpriced calls, USD per 1M tokens")
     parser.add_argument("--timezone", metavar="IANA", help="windows start at 00:00 in this zone (default UTC)")
     parser.add_argument("--alert-thresholds", type=_thresholds, metavar="0.5,0.8,1.0",
                         help="alert when this share of a limit is spent (default 0.5,0.8,1.0)")
@@ -130,7 +137,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     set_parser = actions.add_parser(
         "set", help="create or REPLACE the whole cost policy of AGENT (fields not given go back to defaults)",
         description="Create or replace the whole cost policy of AGENT. Fields you do not give are reset to their "
-        "defaults (no limit, action block, timezone UTC, alerts at 0.5,0.8,1.0, no notifications). To change some "
+        "defaults (no limit, action block, unpriced calls estimated, timezone UTC, alerts at 0.5,0.8,1.0, no notifications). To change some "
         "fields and keep the rest, use 'axme-meter policy update'.",
         epilog=examples(f"axme-meter policy set {agent} --max-cost-per-day 50 --action block",
                         f"axme-meter policy set {agent} --max-cost-per-hour 5 --max-cost-per-month 500 --timezone Europe/Berlin"),

@@ -21,8 +21,12 @@ MONEY_FLAGS = {
     "max_cost_per_intent": "max_cost_per_intent_usd",
 }
 COUNT_FLAGS = {"max_intents_per_day": "max_intents_per_day", "max_intents_per_hour": "max_intents_per_hour"}
+#: CLI flag -> policy field, for the conservative per-1M-token rates of calls the client cannot price
+RATE_FLAGS = {"unpriced_input_per_1m": "unpriced_input_usd_per_1m", "unpriced_output_per_1m": "unpriced_output_usd_per_1m"}
 LIMIT_FIELDS = (*MONEY_FLAGS.values(), *COUNT_FLAGS.values())
-ACTIONS = ("block", "notify", "pause")
+#: ``alert`` is AXME's spelling of ``notify``; the gateway stores it as ``notify``
+ACTIONS = ("block", "notify", "alert", "pause", "kill", "require_approval")
+UNPRICED = ("estimate", "refuse")
 
 #: the gateway's limits (``axme_meter/gateway/_schemas.py``), repeated for installs without the gateway extra
 MAX_POLICY_USD = Decimal(10**9)
@@ -33,8 +37,8 @@ EMAIL_HINT = "an email address such as ops@example.com"
 WEBHOOK_HINT = "an http:// or https:// URL such as https://hooks.example.com/axme"
 
 _FIELD_FLAGS = {
-    **{field: "--" + dest.replace("_", "-") for dest, field in {**MONEY_FLAGS, **COUNT_FLAGS}.items()},
-    "action_on_breach": "--action", "timezone": "--timezone", "alert_thresholds": "--alert-thresholds",
+    **{field: "--" + dest.replace("_", "-") for dest, field in {**MONEY_FLAGS, **COUNT_FLAGS, **RATE_FLAGS}.items()},
+    "action_on_breach": "--action", "on_unpriced_call": "--on-unpriced-call", "timezone": "--timezone", "alert_thresholds": "--alert-thresholds",
     "notify.email": "--notify-email", "notify.slack_webhook": "--notify-slack", "notify.webhook": "--notify-webhook",
 }
 
@@ -77,7 +81,7 @@ def _describe(error: Any) -> str:
 
 def _equivalent_checks(body: dict[str, Any]) -> str | None:
     """The checks of the gateway's ``CostPolicy`` for installs without pydantic's model of it."""
-    for field in MONEY_FLAGS.values():
+    for field in (*MONEY_FLAGS.values(), *RATE_FLAGS.values()):
         if body.get(field) is not None:
             problem = _money_problem(body[field])
             if problem:
@@ -88,6 +92,8 @@ def _equivalent_checks(body: dict[str, Any]) -> str | None:
             return f"{flag_of(field)}: must be a whole number from 1 to {MAX_COUNT}"
     if body.get("action_on_breach", "block") not in ACTIONS:
         return f"--action: must be one of {', '.join(ACTIONS)}"
+    if body.get("on_unpriced_call", "estimate") not in UNPRICED:
+        return f"--on-unpriced-call: must be one of {', '.join(UNPRICED)}"
     problem = _timezone_problem(body.get("timezone", "UTC"))
     if problem:
         return f"--timezone: {problem}"

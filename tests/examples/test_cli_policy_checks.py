@@ -29,6 +29,7 @@ REFUSED = [
     (["--max-cost-per-day", "5", "--timezone", "Mars/Olympus_Mons"], "--timezone", "Europe/Berlin"),
     (["--max-cost-per-day", "5", "--alert-thresholds", "0.5,1.5"], "--alert-thresholds", "1"),
     (["--action", "pause"], "--max-cost-per-day", "set at least one limit"),
+    (["--max-cost-per-day", "5", "--unpriced-input-per-1m", "0"], "--unpriced-input-per-1m", "must be greater than zero"),
 ]
 
 
@@ -84,7 +85,8 @@ def test_bad_email_and_webhook_say_what_a_valid_value_looks_like(capsys: pytest.
 def test_set_replaces_update_changes_only_what_is_given(gw: GatewayProcess, capsys: pytest.CaptureFixture[str], checker: str) -> None:
     agent = f"agent://acme/production/updated-{checker}"
     code, _, err = _run(capsys, gw, "policy", "set", agent, "--max-cost-per-day", "50", "--max-cost-per-hour", "5",
-                        "--action", "pause", "--timezone", "Europe/Berlin", "--notify-email", "ops@example.com")
+                        "--action", "pause", "--timezone", "Europe/Berlin", "--notify-email", "ops@example.com",
+                        "--on-unpriced-call", "refuse")
     assert code == 0, err
     code, _, err = _run(capsys, gw, "policy", "update", agent, "--max-cost-per-day", "75", "--notify-webhook", "https://hooks.example.com/a")
     assert code == 0, err
@@ -92,6 +94,7 @@ def test_set_replaces_update_changes_only_what_is_given(gw: GatewayProcess, caps
         stored = http.get(_policy_path(agent)).json()["policy"]
     assert stored["max_cost_per_day_usd"] == "75.00" and stored["max_cost_per_hour_usd"] == "5.00"
     assert stored["action_on_breach"] == "pause" and stored["timezone"] == "Europe/Berlin"
+    assert stored["on_unpriced_call"] == "refuse"
     assert stored["notify"] == {"email": ["ops@example.com"], "slack_webhook": None, "webhook": "https://hooks.example.com/a"}
     code, _, err = _run(capsys, gw, "policy", "update", agent, "--unset", "max-cost-per-hour", "--unset", "notify-email")
     assert code == 0, err
