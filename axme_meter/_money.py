@@ -8,7 +8,7 @@ the edges: the public API, the wire, and the terminal.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation, ROUND_HALF_EVEN
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
 
 PICO_PER_USD = 10**12
 _PICO = Decimal(1).scaleb(-12)
@@ -52,3 +52,16 @@ def format_usd(pico: int, *, places: int = 2) -> str:
     if 0 < abs(amount) < Decimal("0.01") and places == 2:
         return f"${amount:f}"
     return f"${amount.quantize(Decimal(1).scaleb(-places)):,}"
+
+
+def display_usd(amount: Decimal, *, significant: int = 3) -> str:
+    """For people (dashboard, reports): cents from $1 up (``$1,234.57``); below $1, ``significant`` digits
+    (``$0.0046``, ``$0.433``, never fewer than two places), so a cheap model's spend never reads ``$0.00``."""
+    sign, amount = ("-" if amount < 0 else ""), abs(amount)
+    if 0 < amount < 1:
+        places = max(2, significant - 1 - amount.adjusted())
+        rounded = amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+        if rounded < 1:
+            whole, _, fraction = format(rounded, "f").partition(".")
+            return f"{sign}${whole}.{fraction.rstrip('0').ljust(2, '0')}"
+    return f"{sign}$" + format(amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP), ",f")

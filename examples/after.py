@@ -4,7 +4,7 @@
 the gateway knows too, and a cost policy can stop this agent.
 
 Run against the simulator: ``OPENAI_BASE_URL=http://127.0.0.1:8700/v1 OPENAI_API_KEY=sk-sim python examples/after.py``
-(start it with ``python -m axme_meter.demo._simulator --port 8700``), or against OpenAI with your key.
+(start it with ``axme-meter simulate --port 8700``), or against OpenAI with your key.
 """
 
 from __future__ import annotations

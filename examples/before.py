@@ -1,7 +1,7 @@
 """The seed's agent, before axme_meter: nobody knows what each ticket costs.
 
 Run against the simulator: ``OPENAI_BASE_URL=http://127.0.0.1:8700/v1 OPENAI_API_KEY=sk-sim python examples/before.py``
-(start it with ``python -m axme_meter.demo._simulator --port 8700``), or against OpenAI with your key.
+(start it with ``axme-meter simulate --port 8700``), or against OpenAI with your key.
 """
 
 from __future__ import annotations

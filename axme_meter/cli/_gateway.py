@@ -1,22 +1,81 @@
-"""``axme-meter gateway``: run the self-hosted gateway under uvicorn (needs the ``gateway`` extra)."""
+"""``axme-meter gateway``: run the self-hosted gateway under uvicorn (needs the ``gateway`` extra).
+
+Start-up order matters for what the user is told: the database URL is checked,
+the port is bound, the database is opened and migrated, and only then does the
+gateway say it is listening. Each failure is one line naming the fix (a port in
+use, a SQLite directory that does not exist, an unsupported database).
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
 import sys
 from typing import Any
 
+from . import _dburl
+from ._help import examples
+
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("gateway", help="run the self-hosted AXME-compatible gateway",
-                                   description="Run the gateway (heartbeat ingest, cost policies, enforcement, alerts).")
+    parser = subparsers.add_parser(
+        "gateway", help="run the self-hosted AXME-compatible gateway",
+        description="Run the gateway: heartbeat ingest, cost policies, enforcement (HTTP 429), alerts and the "
+        "dashboard at /dashboard. On first start it prints an admin key; it always prints its database.",
+        epilog=examples("axme-meter gateway                       # SQLite in the per-user data dir, 127.0.0.1:8787",
+                        "axme-meter gateway --port 9000 --db sqlite:///$HOME/axme/gateway.sqlite3",
+                        "axme-meter gateway --host 0.0.0.0 --db postgresql://axme@db.internal/axme   # one of several replicas"),
+    )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8787, help="port (default 8787)")
+    parser.add_argument("--port", type=_port, default=8787, help="port (default 8787)")
     parser.add_argument("--db", default=None, help="database URL: sqlite:///path or postgresql://… (default: a SQLite file in the user data dir)")
     parser.add_argument("--smtp-url", default=None, help="SMTP server for email alerts, e.g. smtp://127.0.0.1:25 (env AXME_GATEWAY_SMTP_URL)")
-    parser.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
+    parser.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug", "trace"],
+                        help="uvicorn log level (default warning)")
     parser.set_defaults(handler=run)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1-65535 (0 picks a free one), got {port}")
+    return port
+
+
+def _fail(message: str) -> int:
+    print(f"axme-meter gateway: {message}", file=sys.stderr)
+    return 1
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, so a port in use is known before anything is announced (raises ``OSError``)."""
+    family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart may reuse a port in TIME_WAIT
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def bind_error(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (f"cannot listen on {host}:{port}: address already in use (another gateway?); stop that process "
+                f"or pick another port, e.g. --port {port + 1 if port < 65535 else 8788}")
+    if exc.errno == errno.EACCES:
+        return f"not allowed to listen on {host}:{port}; use a port above 1023, e.g. --port 8787"
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {host!r}: not an address of this machine; use 127.0.0.1 or 0.0.0.0"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,11 +85,24 @@ def run(args: argparse.Namespace) -> int:
         from ..gateway import Settings, create_app
         from ..gateway.dashboard import dashboard_routes
     except ModuleNotFoundError as exc:
-        print(f"axme-meter gateway needs the 'gateway' extra ({exc.name} is missing): pip install 'axme_meter[gateway]'", file=sys.stderr)
-        return 2
+        return _fail(f"needs the 'gateway' extra ({exc.name} is missing): pip install 'axme_meter[gateway]'")
     settings = Settings.from_env(args.db or os.environ.get("AXME_GATEWAY_DB"), smtp_url=args.smtp_url)
-    app = create_app(settings, extra_routes=dashboard_routes())  # the web dashboard at /dashboard
-    print(f"axme-meter gateway listening on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                timeout_graceful_shutdown=5)
+    problem = _dburl.check(settings.db_url)
+    if problem:
+        return _fail(problem)
+    try:
+        sock = bind(args.host, args.port)
+    except OSError as exc:
+        return _fail(bind_error(args.host, args.port, exc))
+    try:
+        app = create_app(settings, extra_routes=dashboard_routes())  # the web dashboard at /dashboard
+        print(f"axme-meter gateway: database {_dburl.describe(settings.db_url)}", file=sys.stderr, flush=True)
+        port = sock.getsockname()[1]
+        shown = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"axme-meter gateway listening on http://{shown}:{port} (dashboard: http://{shown}:{port}/dashboard)",
+              file=sys.stderr, flush=True)
+        config = uvicorn.Config(app, log_level=args.log_level, access_log=False, timeout_graceful_shutdown=5)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
     return 0

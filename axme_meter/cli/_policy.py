@@ -1,139 +1,45 @@
-"""``axme-meter policy set|get|delete AGENT``: manage an agent's cost policy on the gateway.
+"""``axme-meter policy set|update|get|delete AGENT``: manage an agent's cost policy on the gateway.
 
-Also home of :class:`GatewayAPI`, the small admin HTTP client shared by ``report``
-and the demo: it resolves the gateway URL and key (flags, then ``AXME_GATEWAY_URL``
-/ ``AXME_API_KEY``) and turns every failure into one readable :class:`GatewayError`.
+``set`` replaces the whole policy (what ``PUT …/policies/cost`` does); ``update``
+reads the current policy, changes only the fields given and puts the result back.
+Both check the result on the client first, with the gateway's own rules
+(``_policy_check``), so a bad value is one line naming the flag, before any request.
+
+``GatewayAPI`` and friends are re-exported from ``_api`` for older imports.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import quote
 
-import httpx
+from ._api import GatewayAPI, GatewayError, add_connection_flags, agent_path
+from ._help import examples
+from ._policy_check import ACTIONS, COUNT_FLAGS, MONEY_FLAGS, RATE_FLAGS, UNPRICED, check_policy, email_problem, url_problem
 
-#: CLI flag -> policy field, for the money limits (Decimal strings on the wire).
-MONEY_FLAGS = {
-    "max_cost_per_hour": "max_cost_per_hour_usd",
-    "max_cost_per_day": "max_cost_per_day_usd",
-    "max_cost_per_month": "max_cost_per_month_usd",
-    "max_cost_per_intent": "max_cost_per_intent_usd",
-}
-COUNT_FLAGS = {"max_intents_per_day": "max_intents_per_day", "max_intents_per_hour": "max_intents_per_hour"}
+__all__ = ["GatewayAPI", "GatewayError", "add_connection_flags", "agent_path", "build_policy", "register"]
 
-
-class GatewayError(Exception):
-    """A gateway call failed; the message says what to do about it."""
-
-
-def agent_path(agent: str) -> str:
-    """``addr_…`` ids pass through; full ``agent://`` addresses are percent-encoded (the gateway accepts both)."""
-    return quote(agent, safe="") if "://" in agent else quote(agent, safe="_-.")
-
-
-class GatewayAPI:
-    """Admin calls to an AXME-compatible gateway over httpx (sync)."""
-
-    def __init__(self, url: str | None, api_key: str | None, *, timeout: float = 10.0) -> None:
-        url = url or os.environ.get("AXME_GATEWAY_URL")
-        api_key = api_key or os.environ.get("AXME_API_KEY")
-        if not url:
-            raise GatewayError("no gateway URL: pass --gateway URL or set AXME_GATEWAY_URL (e.g. http://127.0.0.1:8787)")
-        if not api_key:
-            raise GatewayError("no API key: pass --api-key KEY or set AXME_API_KEY (policies need an admin key)")
-        self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, headers={"x-api-key": api_key}, timeout=timeout)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> GatewayAPI:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise GatewayError(f"cannot reach the gateway at {self.url}: {exc.__class__.__name__}: {exc}") from None
-        if response.status_code >= 400:
-            raise GatewayError(_describe_error(response))
-        if not response.content:
-            return {}
-        try:
-            return response.json()
-        except ValueError:
-            raise GatewayError(f"{method} {path}: the gateway answered {response.status_code} with non-JSON") from None
-
-    def put_policy(self, agent: str, policy: dict[str, Any]) -> Any:
-        return self.request("PUT", f"/v1/mesh/agents/{agent_path(agent)}/policies/cost", json=policy)
-
-    def get_policy(self, agent: str) -> Any:
-        return self.request("GET", f"/v1/mesh/agents/{agent_path(agent)}/policies/cost")
-
-    def delete_policy(self, agent: str) -> Any:
-        return self.request("DELETE", f"/v1/mesh/agents/{agent_path(agent)}/policies/cost")
-
-    def agents(self, window: str = "day") -> list[dict[str, Any]]:
-        body = self.request("GET", "/v1/mesh/agents", params={"window": window})
-        return list(body.get("agents", [])) if isinstance(body, dict) else []
-
-    def agent(self, agent: str) -> Any:
-        return self.request("GET", f"/v1/mesh/agents/{agent_path(agent)}")
-
-    def costs(self, agent: str, window: str = "day") -> Any:
-        return self.request("GET", f"/v1/mesh/agents/{agent_path(agent)}/costs", params={"window": window})
-
-    def events(self) -> Any:
-        return self.request("GET", "/v1/mesh/events")
-
-
-def _describe_error(response: httpx.Response) -> str:
-    where = f"{response.request.method} {response.request.url.path}"
-    try:
-        error = response.json().get("error", {})
-    except (ValueError, AttributeError):
-        error = {}
-    message = error.get("message") if isinstance(error, dict) else None
-    code = error.get("code") if isinstance(error, dict) else None
-    hint = {401: " (is the API key right?)", 403: " (policies need an admin key)", 404: " (unknown agent or path)"}
-    text = f"{where}: HTTP {response.status_code}"
-    if code:
-        text += f" {code}"
-    text += f": {message or response.text[:300] or response.reason_phrase}"
-    return text + hint.get(response.status_code, "")
-
-
-def add_connection_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gateway", metavar="URL", help="gateway base URL (default: $AXME_GATEWAY_URL)")
-    parser.add_argument("--api-key", metavar="KEY", help="gateway API key (default: $AXME_API_KEY)")
+_AGENT_HELP = "agent://org/env/name or its addr_… id"
+_CLEARABLE = {**{dest.replace("_", "-"): field for dest, field in {**MONEY_FLAGS, **COUNT_FLAGS, **RATE_FLAGS}.items()},
+              "notify-email": "notify.email", "notify-slack": "notify.slack_webhook", "notify-webhook": "notify.webhook"}
 
 
 def _money(value: str) -> str:
     try:
         amount = Decimal(value)
     except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not an amount in USD: {value!r}") from None
-    if not amount.is_finite() or amount < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite amount >= 0: {value!r}")
+        raise argparse.ArgumentTypeError(f"not an amount in USD: {value!r} (e.g. 50 or 0.25)") from None
     return str(amount)
 
 
 def _count(value: str) -> int:
     try:
-        number = int(value)
+        return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {value!r}")
-    return number
 
 
 def _thresholds(value: str) -> list[float]:
@@ -143,15 +49,31 @@ def _thresholds(value: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected fractions like 0.5,0.8,1.0, got {value!r}") from None
 
 
+def _email(value: str) -> str:
+    problem = email_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def _url(value: str) -> str:
+    problem = url_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
 def build_policy(args: argparse.Namespace) -> dict[str, Any]:
-    """The PUT body from the flags that were given (unset flags are left out)."""
+    """The fields given on the command line, as the JSON body's fields (flags not given are left out)."""
     policy: dict[str, Any] = {}
-    for flag, name in {**MONEY_FLAGS, **COUNT_FLAGS}.items():
+    for flag, name in {**MONEY_FLAGS, **COUNT_FLAGS, **RATE_FLAGS}.items():
         value = getattr(args, flag)
         if value is not None:
             policy[name] = value
     if args.action:
         policy["action_on_breach"] = args.action
+    if args.on_unpriced_call:
+        policy["on_unpriced_call"] = args.on_unpriced_call
     if args.timezone:
         policy["timezone"] = args.timezone
     if args.alert_thresholds is not None:
@@ -163,29 +85,95 @@ def build_policy(args: argparse.Namespace) -> dict[str, Any]:
     return policy
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = subparsers.add_parser("policy", help="set, show or delete an agent's cost policy on the gateway")
-    actions = parser.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
-    set_parser = actions.add_parser("set", help="create or replace the cost policy of AGENT")
-    set_parser.add_argument("agent", metavar="AGENT", help="agent://org/env/name or its addr_… id")
+def merged(current: dict[str, Any], changes: dict[str, Any], unset: list[str]) -> dict[str, Any]:
+    """``current`` with ``changes`` applied field by field (``notify`` channel by channel), then ``unset`` removed."""
+    out = {key: value for key, value in current.items() if value is not None}
+    notify = dict(out.pop("notify", None) or {})
+    notify.update(changes.get("notify", {}))
+    out.update({key: value for key, value in changes.items() if key != "notify"})
+    for name in unset:
+        field = _CLEARABLE[name]
+        if field.startswith("notify."):
+            notify.pop(field.removeprefix("notify."), None)
+        else:
+            out.pop(field, None)
+    out["notify"] = {key: value for key, value in notify.items() if value}
+    return out
+
+
+def _add_field_flags(parser: argparse.ArgumentParser) -> None:
     for flag in MONEY_FLAGS:
-        set_parser.add_argument("--" + flag.replace("_", "-"), dest=flag, type=_money, metavar="USD")
+        parser.add_argument("--" + flag.replace("_", "-"), dest=flag, type=_money, metavar="USD",
+                            help=f"{flag.replace('_', ' ')} in USD, greater than 0")
     for flag in COUNT_FLAGS:
-        set_parser.add_argument("--" + flag.replace("_", "-"), dest=flag, type=_count, metavar="N")
-    set_parser.add_argument("--action", choices=["block", "notify", "pause"], help="what a breach does")
-    set_parser.add_argument("--timezone", metavar="IANA", help="windows start at 00:00 in this zone (default UTC)")
-    set_parser.add_argument("--alert-thresholds", type=_thresholds, metavar="0.5,0.8,1.0")
-    set_parser.add_argument("--notify-email", action="append", metavar="ADDRESS")
-    set_parser.add_argument("--notify-slack", metavar="WEBHOOK_URL")
-    set_parser.add_argument("--notify-webhook", metavar="URL")
+        parser.add_argument("--" + flag.replace("_", "-"), dest=flag, type=_count, metavar="N",
+                            help=f"{flag.replace('_', ' ')}, at least 1 (gates new intents)")
+    parser.add_argument("--action", choices=ACTIONS, help="what a breach does (default block; alert = notify)")
+    parser.add_argument("--on-unpriced-call", choices=UNPRICED,
+                        help="a call the client cannot price: book it at conservative rates (estimate, default) or refuse it")
+    for flag in RATE_FLAGS:
+        parser.add_argument("--" + flag.replace("_", "-"), dest=flag, type=_money, metavar="USD",
+                            help=f"{flag.removesuffix('_per_1m').replace('_', ' ')} rate for unpriced calls, USD per 1M tokens")
+    parser.add_argument("--timezone", metavar="IANA", help="windows start at 00:00 in this zone (default UTC)")
+    parser.add_argument("--alert-thresholds", type=_thresholds, metavar="0.5,0.8,1.0",
+                        help="alert when this share of a limit is spent (default 0.5,0.8,1.0)")
+    parser.add_argument("--notify-email", action="append", type=_email, metavar="ADDRESS",
+                        help="email alerts to this address (repeat for several)")
+    parser.add_argument("--notify-slack", type=_url, metavar="WEBHOOK_URL", help="Slack incoming-webhook URL for alerts")
+    parser.add_argument("--notify-webhook", type=_url, metavar="URL", help="POST alerts as JSON to this URL")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    agent = "agent://myorg/production/research-agent"
+    parser = subparsers.add_parser(
+        "policy", help="set, update, show or delete an agent's cost policy on the gateway",
+        description="Manage the cost policy of one agent on the gateway (needs an admin key). 'set' replaces the whole "
+        "policy; 'update' changes only the fields you give.",
+        epilog=examples(f"axme-meter policy set {agent} --max-cost-per-day 50 --action block",
+                        f"axme-meter policy update {agent} --notify-email ops@example.com",
+                        f"axme-meter policy get {agent}"),
+    )
+    actions = parser.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+    set_parser = actions.add_parser(
+        "set", help="create or REPLACE the whole cost policy of AGENT (fields not given go back to defaults)",
+        description="Create or replace the whole cost policy of AGENT. Fields you do not give are reset to their "
+        "defaults (no limit, action block, unpriced calls estimated, timezone UTC, alerts at 0.5,0.8,1.0, no notifications). To change some "
+        "fields and keep the rest, use 'axme-meter policy update'.",
+        epilog=examples(f"axme-meter policy set {agent} --max-cost-per-day 50 --action block",
+                        f"axme-meter policy set {agent} --max-cost-per-hour 5 --max-cost-per-month 500 --timezone Europe/Berlin"),
+    )
+    update_parser = actions.add_parser(
+        "update", help="change only the fields given; keep the rest of AGENT's current policy",
+        description="Change some fields of AGENT's existing cost policy and keep all others. --notify-email replaces "
+        "the list of addresses; --unset FLAG removes a limit or a notification channel. Fails if AGENT has no policy "
+        "yet (create one with 'axme-meter policy set').",
+        epilog=examples(f"axme-meter policy update {agent} --max-cost-per-day 75",
+                        f"axme-meter policy update {agent} --notify-slack https://hooks.slack.com/services/T000/B000/XXXX",
+                        f"axme-meter policy update {agent} --unset max-cost-per-hour"),
+    )
+    for sub in (set_parser, update_parser):
+        sub.add_argument("agent", metavar="AGENT", help=_AGENT_HELP)
+        _add_field_flags(sub)
+    update_parser.add_argument("--unset", action="append", default=[], choices=sorted(_CLEARABLE), metavar="FLAG",
+                               help=f"remove this field (repeatable): {', '.join(sorted(_CLEARABLE))}")
     set_parser.set_defaults(handler=_set)
-    for name, handler, text in (("get", _get, "show the cost policy of AGENT"), ("delete", _delete, "remove it")):
-        sub = actions.add_parser(name, help=text)
-        sub.add_argument("agent", metavar="AGENT")
+    update_parser.set_defaults(handler=_update)
+    for name, handler, text, description in (
+        ("get", _get, "show the cost policy of AGENT", "Show the cost policy of AGENT as the gateway stores it."),
+        ("delete", _delete, "remove the cost policy of AGENT", "Remove the cost policy of AGENT: it has no limits afterwards."),
+    ):
+        sub = actions.add_parser(name, help=text, description=description,
+                                 epilog=examples(f"axme-meter policy {name} {agent}", f"axme-meter policy {name} addr_3f9c0e1a --json"))
+        sub.add_argument("agent", metavar="AGENT", help=_AGENT_HELP)
         sub.set_defaults(handler=handler)
-    for sub in (set_parser, *[actions.choices[n] for n in ("get", "delete")]):
+    for sub in (set_parser, update_parser, actions.choices["get"], actions.choices["delete"]):
         add_connection_flags(sub)
-        sub.add_argument("--json", action="store_true", help="print the raw JSON answer")
+        sub.add_argument("--json", action="store_true", help="print the gateway's answer as JSON (each field once)")
+
+
+def _fail(args: argparse.Namespace, message: str, code: int = 2) -> int:
+    print(f"axme-meter policy {args.policy_command}: {message}", file=sys.stderr)
+    return code
 
 
 def _run(args: argparse.Namespace, call: Any) -> int:
@@ -193,21 +181,49 @@ def _run(args: argparse.Namespace, call: Any) -> int:
         with GatewayAPI(args.gateway, args.api_key) as api:
             answer = call(api)
     except GatewayError as exc:
-        print(f"axme-meter policy: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args, str(exc), 1)
+    if isinstance(answer, int):  # refused before anything was sent
+        return answer
     if args.json:
-        print(json.dumps(answer, indent=2, sort_keys=True))
+        print(json.dumps(_policy_of(answer), indent=2, sort_keys=True))
     else:
         _print_policy(args.agent, answer)
     return 0
 
 
+def _policy_of(answer: Any) -> Any:
+    """The gateway repeats the policy's fields at the top level of its answer (AXME compatibility); show them once."""
+    if isinstance(answer, dict) and isinstance(answer.get("policy"), dict):
+        return answer["policy"]
+    return answer
+
+
 def _set(args: argparse.Namespace) -> int:
     policy = build_policy(args)
-    if not policy:
-        print("axme-meter policy set: give at least one field, e.g. --max-cost-per-day 50 --action block", file=sys.stderr)
-        return 2
+    problem = check_policy(policy)
+    if problem:
+        return _fail(args, problem)
     return _run(args, lambda api: api.put_policy(args.agent, policy))
+
+
+def _update(args: argparse.Namespace) -> int:
+    changes = build_policy(args)
+    if not changes and not args.unset:
+        return _fail(args, "give at least one field to change, e.g. --max-cost-per-day 75 (or --unset FLAG)")
+
+    def call(api: GatewayAPI) -> Any:
+        try:
+            current = _policy_of(api.get_policy(args.agent))
+        except GatewayError as exc:
+            if exc.status == 404:
+                raise GatewayError(f"{args.agent} has no cost policy to update; create one with "
+                                   f"'axme-meter policy set {args.agent} --max-cost-per-day 50'", 404) from None
+            raise
+        policy = merged(current if isinstance(current, dict) else {}, changes, args.unset)
+        problem = check_policy(policy)
+        return _fail(args, problem) if problem else api.put_policy(args.agent, policy)
+
+    return _run(args, call)
 
 
 def _get(args: argparse.Namespace) -> int:
@@ -219,15 +235,16 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _print_policy(agent: str, answer: Any) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    policy = answer.get("policy", answer) if isinstance(answer, dict) else answer
-    table = Table(title=f"cost policy of {agent}", show_header=False)
-    if isinstance(policy, dict) and policy:
-        for key, value in policy.items():
-            shown = "—" if value is None else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
-            table.add_row(str(key), shown)
-    else:
-        table.add_row("policy", "none")
-    Console().print(table)
+    """Plain aligned text (``rich`` is not a base dependency), one line per field."""
+    if isinstance(answer, dict) and answer.get("deleted"):
+        print(f"deleted the cost policy of {agent}")
+        return
+    policy = _policy_of(answer)
+    print(f"cost policy of {agent}")
+    if not isinstance(policy, dict) or not policy:
+        print("  none")
+        return
+    width = max(len(str(key)) for key in policy)
+    for key, value in policy.items():
+        shown = "-" if value is None else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+        print(f"  {str(key):<{width}}  {shown}")

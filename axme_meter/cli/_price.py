@@ -13,11 +13,19 @@ import sys
 from typing import Any
 
 from .._money import to_decimal
+from ._help import examples
 
 
 def register(subparsers: Any) -> None:
     """Add the ``price`` and ``prices`` subcommands."""
-    price = subparsers.add_parser("price", help="price one call: tokens in, cost and breakdown out")
+    price = subparsers.add_parser(
+        "price", help="price one call: tokens in, cost and breakdown out",
+        description="Price one call from its token counts with the bundled price table (plus AXME_METER_PRICES), "
+        "and show the breakdown, the entry it resolved to and the table version.",
+        epilog=examples("axme-meter price gpt-4o --input 1000000 --output 200000 --cached 500000",
+                        "axme-meter price o3-mini --input 2000 --output 3000 --reasoning 2500 --tier batch",
+                        "axme-meter price gpt-4o-mini --input 800 --output 120 --date 2025-01-15"),
+    )
     price.add_argument("model", help="model name as sent to or returned by the API, e.g. gpt-4o-2024-08-06")
     price.add_argument("--input", type=_count, default=0, help="input (prompt) tokens, including cached ones")
     price.add_argument("--output", type=_count, default=0, help="output tokens, including reasoning ones")
@@ -28,7 +36,12 @@ def register(subparsers: Any) -> None:
     price.add_argument("--date", type=_date, help="price in force on this date (YYYY-MM-DD); default today")
     price.set_defaults(handler=run_price)
 
-    prices = subparsers.add_parser("prices", help="list the price table and its version")
+    prices = subparsers.add_parser(
+        "prices", help="list the price table and its version",
+        description="List the models in the price table (USD per 1M tokens, other units where they apply), "
+        "the date each price was checked, and the table version every cost record carries.",
+        epilog=examples("axme-meter prices", "axme-meter prices 'gpt-5*'", "axme-meter prices mini --date 2025-06-01"),
+    )
     prices.add_argument("pattern", nargs="?", help="filter model ids: glob (gpt-4o*) or substring (mini)")
     prices.add_argument("--date", type=_date, help="show the prices in force on this date (YYYY-MM-DD)")
     prices.set_defaults(handler=run_prices)

@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ class DemoOptions:
     max_seconds: float = 240.0
     seed: int = 7
     live: bool = True
+    #: keep the gateway up after the summary until the user presses Enter (only when run in a terminal)
+    hold: bool = False
 
     @property
     def limit(self) -> Decimal:
@@ -75,6 +78,14 @@ class DemoSummary:
     dashboard_url: str
     dashboard_served: bool
     gateway_url: str
+    #: what happens to the gateway after the summary: "stopped" (with the demo), "until-enter" (in a terminal,
+    #: until the user presses Enter) or "kept" (--keep: left running)
+    gateway_after: str
+    #: the key to log in to the dashboard with, while it is reachable (None once it stopped with the demo)
+    admin_key: str | None
+    gateway_pid: int | None
+    #: the kept gateway's SQLite file (its directory can be removed once the gateway is stopped)
+    gateway_db: str
     duration_s: float
     notes: list[str] = field(default_factory=list)
 
@@ -114,7 +125,10 @@ class _Loop:
             self.recorder.event(f"the agent loop failed: {exc!r}", "red")
 
 
-def run_demo(options: DemoOptions, console: Console | None = None) -> DemoSummary:
+def run_demo(options: DemoOptions, console: Console | None = None,
+             hand_off: Callable[[DemoSummary], None] | None = None) -> DemoSummary:
+    """Run the demo; ``hand_off(summary)`` runs while the gateway still serves (to show the summary, and with
+    ``options.hold`` to wait for Enter), so any dashboard URL it prints is live when printed."""
     console = console or Console()
     if options.real and not os.environ.get("OPENAI_API_KEY"):
         raise SystemExit("axme-meter demo --real needs OPENAI_API_KEY (it spends real money, up to about --budget)")
@@ -122,7 +136,10 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoSummar
     work_dir = Path(tempfile.mkdtemp(prefix="axme-demo-"))
     try:
         with EmbeddedGateway(work_dir / "gateway") as gateway:
-            return _run_with_gateway(options, console, gateway, work_dir, started)
+            summary = _run_with_gateway(options, console, gateway, work_dir, started)
+            if hand_off is not None:
+                hand_off(summary)
+            return summary
     finally:
         if not options.keep:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -228,12 +245,13 @@ def _run_with_gateway(
         dashboard_url=f"{gateway.url}/dashboard",
         dashboard_served=dashboard_served,
         gateway_url=gateway.url,
+        gateway_after="kept" if options.keep else "until-enter" if options.hold else "stopped",
+        admin_key=gateway.admin_key if options.keep or options.hold else None,
+        gateway_pid=gateway.keep() if options.keep else None,
+        gateway_db=str(gateway.db_path),
         duration_s=round(time.monotonic() - started, 2),
         notes=notes,
     )
-    if options.keep:
-        pid = gateway.keep()
-        summary.notes.append(f"gateway left running (pid {pid}); admin key: {gateway.admin_key}")
     return summary
 
 

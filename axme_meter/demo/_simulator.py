@@ -15,12 +15,11 @@ Usage::
         ...
         sim.stats.requests
 
-Or stand-alone: ``python -m axme_meter.demo._simulator --port 8700``.
+Or stand-alone: ``axme-meter simulate --port 8700`` (``axme_meter/cli/_simulate.py``).
 """
 
 from __future__ import annotations
 
-import argparse
 import socket
 import threading
 import time
@@ -68,8 +67,12 @@ class Simulator:
         # Accepted connections inherit this. Without it, a response's body waits for the client's
         # delayed ACK of the headers (Nagle): about 40 ms per request on Linux loopback.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((self.host, self._port))
-        sock.listen(2048)
+        try:
+            sock.bind((self.host, self._port))
+            sock.listen(2048)
+        except OSError:
+            sock.close()
+            raise
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app,
@@ -108,23 +111,12 @@ class Simulator:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve in the foreground until Ctrl-C, e.g. to point the examples at it by hand."""
-    parser = argparse.ArgumentParser(description="Simulated OpenAI-compatible endpoint (loopback only).")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds before the first byte")
-    parser.add_argument("--completion-tokens", type=int, default=None)
-    args = parser.parse_args(argv)
-    config = SimulatorConfig(seed=args.seed, latency=args.latency)
-    if args.completion_tokens is not None:
-        config.completion_tokens = args.completion_tokens
-    with Simulator(config, port=args.port) as sim:
-        print(f"OpenAI simulator at {sim.base_url} (OPENAI_BASE_URL={sim.base_url})", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    """``python -m axme_meter.demo._simulator``: kept for old notes; the command is ``axme-meter simulate``."""
+    import sys
+
+    from ..cli import main as cli_main
+
+    sys.exit(cli_main(["simulate", *(sys.argv[1:] if argv is None else argv)]))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,20 @@ def _dec(value: str | None) -> Decimal | None:
     return Decimal(value) if value is not None else None
 
 
+def _hand_over(summary: DemoSummary) -> list[tuple[str, str]]:
+    """Where to look next. A URL is shown as a link only while the gateway behind it is running."""
+    link = f"[link={summary.dashboard_url}]{summary.dashboard_url}[/link]"
+    if summary.gateway_after == "stopped":
+        return [("dashboard", "the gateway stopped with the demo, and its dashboard with it; run "
+                              "[bold]axme-meter demo --keep[/] to keep both running afterwards")]
+    rows = [("dashboard", link if summary.dashboard_served else f"{link} [dim](this gateway serves no dashboard)[/]"),
+            ("log in with", f"admin key [bold]{summary.admin_key}[/]")]
+    if summary.gateway_after == "kept":
+        rows.append(("gateway", f"kept running (--keep), pid {summary.gateway_pid}, SQLite file {summary.gateway_db}: "
+                                f"stop it with [bold]kill {summary.gateway_pid}[/]"))
+    return rows
+
+
 def print_summary(summary: DemoSummary, console: Console) -> None:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
@@ -43,10 +57,8 @@ def print_summary(summary: DemoSummary, console: Console) -> None:
     if summary.triage_after_block_ok is not None:
         table.add_row("per-agent", "triage-agent (no policy) kept working after the block"
                       if summary.triage_after_block_ok else "[red]triage-agent was blocked too[/]")
-    dashboard = f"[link={summary.dashboard_url}]{summary.dashboard_url}[/link]"
-    if not summary.dashboard_served:
-        dashboard += " [dim](this gateway build serves no dashboard yet)[/]"
-    table.add_row("dashboard", dashboard)
+    for label, text in _hand_over(summary):
+        table.add_row(label, text)
     for note in summary.notes:
         table.add_row("note", note)
     table.add_row("took", f"{summary.duration_s:.1f}s")

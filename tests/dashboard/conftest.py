@@ -1,5 +1,7 @@
 """Fixtures for the dashboard suite: one real gateway process (clock file) with real heartbeats,
-and a headless Debian Chromium driven by Playwright (skipped with a reason when either is missing)."""
+and a headless Chromium driven by Playwright: Debian's /usr/bin/chromium when present, else the one
+``python -m playwright install chromium`` fetched (``scripts/test.sh`` tries that); skipped, with the
+reason, only when neither can be launched."""
 
 from __future__ import annotations
 
@@ -32,14 +34,19 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
 def browser() -> Iterator[Any]:
     """Module-scoped: playwright's sync API keeps an event loop marked as running on this
     thread until it stops, which would break every later test that calls asyncio.run()."""
-    if not (os.path.exists(CHROMIUM) and shutil.which(CHROMIUM)):
-        pytest.skip(f"Debian chromium not found at {CHROMIUM}")
     try:
+        from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("python playwright is not installed (pip install playwright; never 'playwright install')")
+        pytest.skip("python playwright is not installed (pip install playwright)")
+    debian = os.path.exists(CHROMIUM) and shutil.which(CHROMIUM) is not None
     with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            launched = p.chromium.launch(executable_path=CHROMIUM if debian else None, args=CHROMIUM_ARGS)
+        except PlaywrightError as exc:
+            first = (str(exc).strip().splitlines() or ["?"])[0][:200]
+            pytest.skip(f"no browser: no Debian chromium at {CHROMIUM}, and playwright's own chromium does not launch "
+                        f"({first}); apt-get install chromium, or python -m playwright install chromium")
         try:
             yield launched
         finally:

@@ -108,7 +108,7 @@ def test_missing_settings_and_unreachable_gateway(monkeypatch: pytest.MonkeyPatc
     assert main(["report", "--gateway", "http://127.0.0.1:9", "--api-key", "k"]) == 1
     assert "cannot reach the gateway at http://127.0.0.1:9" in capsys.readouterr().err
     assert main(["policy", "set", AGENT, "--gateway", "http://127.0.0.1:9", "--api-key", "k"]) == 2
-    assert "at least one field" in capsys.readouterr().err
+    assert "set at least one limit: --max-cost-per-hour" in capsys.readouterr().err
 
 
 def test_bad_values_are_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
@@ -127,6 +127,15 @@ def test_report_tables_per_agent_and_intent(server: Recorder, capsys: pytest.Cap
     server.answers[("GET", "/v1/mesh/agents/addr_2/costs")] = (200, {"by_intent": {"int_x": {"cost_usd": "0.25", "llm_calls": 1}}})
     assert main(["report", "--window", "week", "--gateway", server.url, "--api-key", "k"]) == 0
     out = capsys.readouterr().out
-    assert "cost per agent (week)" in out and "$12.7500" in out
-    assert "int_t-4711" in out and "$10.0000" in out and "int_x" in out
+    assert "cost per agent (week)" in out and "$12.75" in out
+    assert "int_t-4711" in out and "$10.00" in out and "int_x" in out
     assert all("window=week" in r["path"] for r in server.requests)
+
+
+def test_report_shows_small_amounts_in_significant_digits(server: Recorder, capsys: pytest.CaptureFixture[str]) -> None:
+    server.answers[("GET", "/v1/mesh/agents")] = (200, {"ok": True, "agents": [
+        {"address_id": "addr_1", "address": AGENT, "cost_period": "0.0000525", "intents_period": 1}]})
+    server.answers[("GET", "/v1/mesh/agents/addr_1/costs")] = (200, {"by_intent": [{"intent_id": "int_a", "cost_usd": "0.004623"}]})
+    assert main(["report", "--gateway", server.url, "--api-key", "k"]) == 0
+    out = capsys.readouterr().out
+    assert "$0.0000525" in out and "$0.00462" in out and "$0.0000 " not in out

@@ -6,6 +6,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -25,15 +26,20 @@ def fresh_postgres_url() -> str:
     name = "axme_gw_" + secrets.token_hex(6)
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = POSTGRES_URL.rpartition("/")
-    return f"{base}/{name}"
+    return with_database(POSTGRES_URL, name)
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` naming database ``name``; a query such as ``?host=/socket/dir`` (a unix socket) is kept."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def drop_postgres(url: str) -> None:
     import psycopg
 
     assert POSTGRES_URL
-    name = url.rpartition("/")[2]
+    name = urlsplit(url).path.lstrip("/")
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

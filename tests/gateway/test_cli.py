@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import re
 import subprocess
 import sys
@@ -69,3 +70,70 @@ def test_keys_create_cli(tmp_path: Path) -> None:
         assert resp.status_code == 200 and list(resp.json()["agents"]) == ["agent://acme/prod/cli"]
         assert send(http, entry("agent://acme/prod/other")).status_code == 403
         assert http.put("/v1/mesh/agents/agent%3A%2F%2Facme%2Fprod%2Fcli/policies/cost", json={"max_cost_per_day_usd": "1"}).status_code == 403
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "axme_meter", *args], capture_output=True, text=True, env=_env(),
+                          cwd=str(ROOT), timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def _one_line_error(done: subprocess.CompletedProcess[str]) -> str:
+    """A user error: non-zero exit, exactly one line on stderr, no traceback, nothing announced."""
+    assert done.returncode != 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr and "listening" not in done.stderr + done.stdout
+    return lines[0]
+
+
+def test_a_sqlite_file_in_a_missing_directory_is_one_line_naming_the_fix(tmp_path: Path) -> None:
+    line = _one_line_error(_cli("gateway", "--port", "0", "--db", "sqlite:////nonexistent/dir/x.db"))
+    assert line.startswith("axme-meter gateway: ") and "/nonexistent/dir does not exist" in line and "mkdir -p /nonexistent/dir" in line
+    line = _one_line_error(_cli("keys", "create", "--org", "acme", "--db", "sqlite:////nonexistent/dir/x.db"))
+    assert "mkdir -p /nonexistent/dir" in line
+
+
+def test_an_unsupported_database_is_one_line_naming_the_supported_ones() -> None:
+    for command in (("gateway", "--port", "0"), ("keys", "create", "--org", "acme")):
+        line = _one_line_error(_cli(*command, "--db", "mysql://x"))
+        assert "mysql is not supported" in line and "sqlite:///" in line and "postgresql://" in line
+
+
+def test_an_unreachable_postgresql_is_one_line_without_the_password() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    line = _one_line_error(_cli("gateway", "--port", "0", "--db", f"postgresql://axme:s3cret@127.0.0.1:{port}/axme"))
+    assert "cannot use the database postgresql://axme:***@127.0.0.1" in line and "s3cret" not in line
+    assert "the server is running" in line
+
+
+def test_a_port_in_use_is_one_line_and_never_announced_as_listening(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = _cli("gateway", "--host", "127.0.0.1", "--port", str(port), "--db", f"sqlite:///{tmp_path / 'gw.sqlite3'}")
+    line = _one_line_error(done)
+    assert f"127.0.0.1:{port}: address already in use" in line and f"--port {port + 1}" in line
+    assert not (tmp_path / "gw.sqlite3").exists()  # refused before the database was touched
+
+
+def test_start_prints_the_sqlite_file_before_listening(tmp_path: Path) -> None:
+    db_file = tmp_path / "data" / "gw.sqlite3"
+    db_file.parent.mkdir()
+    out, proc = _first_lines_until_listening(f"sqlite:///{db_file}")
+    proc.terminate()
+    proc.wait(10)
+    assert f"database SQLite file {db_file}\n" in out
+    assert out.index("database SQLite file") < out.index("listening on")
+
+
+def test_keys_create_refuses_an_org_that_is_not_an_address_segment(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'gw.sqlite3'}"
+    for org in ("bad org!", "_acme", "acme/prod", ""):
+        done = _cli("keys", "create", f"--org={org}", "--db", db)
+        assert done.returncode == 2 and "is not an org name" in done.stderr and "e.g. --org myorg" in done.stderr
+        assert done.stdout == "" and "Traceback" not in done.stderr
+    assert _cli("keys", "create", "--org", "acme.eu-1", "--db", db).stdout.startswith("axme_sa_")
+    assert _cli("keys", "create", "--org", "*", "--admin", "--db", db).returncode == 0  # every org: the super-admin

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -132,7 +133,7 @@ def test_database_outage_is_503_and_recovers(tmp_path: Path, postgres_url: str) 
     import psycopg
 
     admin_url = os.environ["AXME_TEST_POSTGRES_URL"]
-    name = postgres_url.rpartition("/")[2]
+    name = urlsplit(postgres_url).path.lstrip("/")  # the URL may carry ?host=/socket/dir
     agent = "agent://acme/production/outage"
     with GatewayProcess(tmp_path, db_url=postgres_url) as gw, gw.client() as http:
         assert send(http, entry(agent, "1", id="before")).status_code == 200

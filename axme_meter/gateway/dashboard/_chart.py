@@ -2,18 +2,25 @@
 
 No JavaScript chart library: the page works offline, prints, and the numbers in
 the chart are the same strings the JSON API returns (each bar's ``<title>``).
+
+The y axis runs from $0 to a "nice" number just above the tallest bar (steps of
+1, 2, 2.5 or 5 times a power of ten), so a day that spent $0.0046 reads
+$0 / $0.002 / $0.004 / $0.006 rather than $0.00 everywhere; ticks are computed
+in ``Decimal`` from the exact amounts, never from floats.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from .._windows import parse_instant, zone
-from ._format import money, money_full
+from ._format import money_full
 
-WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 1100, 250, 64, 28, 12
+WIDTH, HEIGHT, BOTTOM, TOP = 1100, 250, 28, 12
+INTERVALS = 4  # about this many steps between $0 and the top of the axis
+_NICE = (Decimal(1), Decimal(2), Decimal("2.5"), Decimal(5), Decimal(10))
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,22 +35,57 @@ class Bar:
 
 
 @dataclass(frozen=True, slots=True)
+class Tick:
+    y: float
+    value: Decimal  # normalised: data-tick="0", "0.002"
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
 class Chart:
     bars: list[Bar]
-    max_label: str
-    mid_label: str
+    ticks: list[Tick]  # from $0 (the base line) up to the top of the axis
+    left: int
     width: int = WIDTH
     height: int = HEIGHT
-    left: int = LEFT
     top: int = TOP
     base: int = HEIGHT - BOTTOM
 
 
+def nice_scale(peak: Decimal, intervals: int = INTERVALS) -> tuple[Decimal, Decimal]:
+    """(step, axis maximum): the smallest step of 1, 2, 2.5 or 5 × 10ⁿ that covers ``peak`` in ``intervals`` steps."""
+    if peak <= 0:
+        return Decimal(0), Decimal(0)
+    raw = peak / intervals
+    magnitude = Decimal(1).scaleb(raw.adjusted())
+    step = next(n * magnitude for n in _NICE if n * magnitude >= raw)
+    count = (peak / step).to_integral_value(rounding=ROUND_CEILING)
+    return step, step * count
+
+
+def tick_label(value: Decimal, step: Decimal) -> str:
+    """Every label of one axis with the same places: as many as the step needs, cents at least below $1
+    (``$0.0025``, ``$0.0050``; ``$0.20``; ``$50``); the base line is plain ``$0``."""
+    if value == 0:
+        return "$0"
+    places = max(0, -step.normalize().as_tuple().exponent)  # type: ignore[operator]
+    if step < 1:
+        places = max(places, 2)
+    return "$" + format(value.quantize(Decimal(1).scaleb(-places)), ",f")
+
+
 def build(series: list[dict[str, Any]], bucket: str, tz_name: str | None) -> Chart:
-    """One bar per bucket; ticks thinned to about a dozen so labels never overlap."""
+    """One bar per bucket, heights against the nice axis maximum; x ticks thinned to about a dozen."""
     values = [Decimal(str(p["cost_usd"])) for p in series]
-    top = max(values, default=Decimal(0)) or Decimal(1)
-    plot_w, plot_h = WIDTH - LEFT - 8, HEIGHT - BOTTOM - TOP
+    step, axis_max = nice_scale(max(values, default=Decimal(0)))
+    base, plot_h = HEIGHT - BOTTOM, HEIGHT - BOTTOM - TOP
+    if step:
+        steps = int(axis_max / step)
+        ticks = [Tick(base - plot_h * i / steps, (step * i).normalize(), tick_label(step * i, step)) for i in range(steps + 1)]
+    else:
+        ticks = [Tick(base, Decimal(0), "$0")]
+    left = max(48, 12 + 7 * max(len(t.label) for t in ticks))
+    plot_w = WIDTH - left - 8
     slot = plot_w / max(len(series), 1)
     every = max(1, round(len(series) / 12))
     tz = zone(tz_name)
@@ -51,8 +93,8 @@ def build(series: list[dict[str, Any]], bucket: str, tz_name: str | None) -> Cha
     for i, (point, value) in enumerate(zip(series, values)):
         start = parse_instant(point["start"]).astimezone(tz)
         label = start.strftime("%H:%M") if bucket == "hour" else start.strftime("%b %d")
-        h = float(value / top) * plot_h
+        h = float(value / axis_max) * plot_h if axis_max else 0.0
         tooltip = f"{start.strftime('%Y-%m-%d %H:%M %Z')}: {money_full(point['cost_usd'])} · {point['llm_calls']} calls"
-        bars.append(Bar(LEFT + i * slot + slot * 0.12, TOP + plot_h - h, slot * 0.76, h, label, tooltip,
+        bars.append(Bar(left + i * slot + slot * 0.12, base - h, slot * 0.76, h, label, tooltip,
                         label if i % every == 0 else None))
-    return Chart(bars, money(top if any(values) else 0), money(top / 2 if any(values) else 0))
+    return Chart(bars, ticks, left)

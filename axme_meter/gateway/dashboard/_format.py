@@ -1,16 +1,19 @@
-"""Display helpers registered as Jinja filters: money, numbers, times with their zone, progress.
+"""Display helpers registered as Jinja filters: money, numbers, times with their zone, progress, blocks.
 
-Money arrives from ``_queries`` as exact decimal strings; it is shown rounded to
-cents with the exact value kept for the ``title`` tooltip, so nothing is lost.
+Money arrives from ``_queries`` as exact decimal strings. From $1 up it is shown in
+cents; below $1 it keeps three significant digits (``$0.0046``, ``$0.433``), because a
+busy gpt-4o-mini agent spends fractions of a cent and "$0.00" would hide it. The exact
+value stays in the ``title`` tooltip, so nothing is lost.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from ..._money import display_usd
 from .._windows import parse_instant, zone
 
 
@@ -22,8 +25,8 @@ def _dec(value: Any) -> Decimal:
 
 
 def money(value: Any) -> str:
-    """``"12.4712"`` → ``"$12.47"`` (cents, thousands separators)."""
-    return "$" + format(_dec(value).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP), ",f")
+    """``"12.4712"`` → ``"$12.47"``; ``"0.004623"`` → ``"$0.00462"``; ``"0.05"`` → ``"$0.05"``; zero is ``"$0.00"``."""
+    return display_usd(_dec(value))
 
 
 def money_full(value: Any) -> str:
@@ -74,20 +77,77 @@ def duration(start: str | None, end: str | None) -> str:
     return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
 
 
-def event_details(data: Any) -> str:
-    """An event's data as ``key value · …``: the agent is already the page's subject and nulls say nothing."""
+def policy_name(name: Any) -> str:
+    """``max_cost_per_day_usd`` → ``max cost per day``: the policy field as a person reads it."""
+    return str(name or "").removesuffix("_usd").replace("_", " ")
+
+
+def _amount(policy: Any, value: Any) -> str:
+    """A limit or spend in its policy's unit: money for ``*_usd`` policies, a count otherwise."""
+    return money(value) if str(policy or "").endswith("_usd") else number(value)
+
+
+def event_details(data: Any, tz_name: str | None = "UTC") -> str:
+    """An event's data as ``key value · …``: the agent is already the page's subject and nulls say nothing.
+
+    Policy events read as people say them: ``policy max cost per day · limit $0.05 · spent $0.0501 · resets …``."""
     if not isinstance(data, dict):
         return str(data)
     parts = []
+    policy = data.get("policy") if isinstance(data.get("policy"), str) else None
     for key, value in data.items():
         if key == "agent" or value is None or value == [] or value == {}:
             continue
         if isinstance(value, dict):
-            value = event_details(value)
+            value = event_details(value, tz_name)
             if not value:
                 continue
+        elif key == "policy" and policy:
+            value = policy_name(value)
+        elif key in ("limit", "spent", "remaining") and policy:
+            value = _amount(policy, value)
+        elif key in ("resets_at", "at") and isinstance(value, str):
+            value = when(value, tz_name)
         parts.append(f"{key.removeprefix('max_').replace('_', ' ')} {value}")
     return " · ".join(parts)[:400]
+
+
+def block_of(agent: dict[str, Any]) -> dict[str, Any] | None:
+    """Why ``agent`` may not spend now, or ``None``: ``{"source", "policy", "limit", "spent", "resets_at", "at"}``.
+
+    The gateway blocks when a ``block`` policy's window is spent (``state == "blocked"``; the policy is the
+    breached money limit whose window resets last, as the gateway's evaluation picks it). A client that
+    stopped itself (a local limit or its lease) is reported by the gateway as ``client_block`` while current.
+    """
+    if agent.get("state") == "blocked":
+        breached = [p for p in agent.get("policies") or [] if p.get("unit") is None and not p.get("intent_id")
+                    and _dec(p.get("spent")) >= _dec(p.get("limit"))]
+        if breached:
+            p = max(breached, key=lambda q: str(q.get("resets_at") or ""))
+            return {"source": "gateway", "policy": p.get("name"), "limit": p.get("limit"), "spent": p.get("spent"),
+                    "resets_at": p.get("resets_at"), "at": None}
+        return {"source": "gateway", "policy": None, "limit": None, "spent": None, "resets_at": None, "at": None}
+    client = agent.get("client_block")
+    if isinstance(client, dict) and agent.get("state") in (None, "active", "blocked"):
+        return {"source": "client", "policy": client.get("policy"), "limit": client.get("limit"),
+                "spent": client.get("spent"), "resets_at": client.get("resets_at"), "at": client.get("at")}
+    return None
+
+
+def shown_state(agent: dict[str, Any]) -> str:
+    """The state badge: the gateway's state, except that a current client-side stop also reads ``blocked``."""
+    return "blocked" if block_of(agent) is not None else str(agent.get("state") or "unknown")
+
+
+def block_summary(block: dict[str, Any], tz_name: str | None = "UTC") -> str:
+    """``max cost per day: spent $0.0501 of $0.05 · resets 2026-11-30 00:00:00 UTC`` (one line, for tables)."""
+    if not block.get("policy"):
+        return "a cost policy is spent"
+    text = f"{policy_name(block['policy'])}: spent {_amount(block['policy'], block.get('spent'))} of " \
+           f"{_amount(block['policy'], block.get('limit'))}"
+    if block.get("resets_at"):
+        text += f" · resets {when(block['resets_at'], tz_name)}"
+    return text
 
 
 def dumps(value: Any) -> str:
@@ -100,5 +160,6 @@ def local(moment: datetime, tz_name: str | None) -> datetime:
 
 
 FILTERS = {"money": money, "money_full": money_full, "number": number, "when": when, "pct": percent_used,
-           "policy_value": policy_value, "duration": duration,
-           "event_details": event_details, "dumps": dumps}
+           "policy_value": policy_value, "duration": duration, "policy_name": policy_name,
+           "event_details": event_details, "dumps": dumps, "block_of": block_of, "shown_state": shown_state,
+           "block_summary": block_summary}

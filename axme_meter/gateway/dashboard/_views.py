@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -10,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from .._auth import Principal
-from . import _actions, _chart, _data
+from . import _actions, _breakdowns, _chart, _data
 from ._web import checked_form, forbidden, gw, read, render, to_login, who_is
 
 # -- overview --------------------------------------------------------------------------------------
@@ -28,7 +29,7 @@ async def overview(request: Request) -> Response:
     text, org = _filters(request, who)
     data = await read(request, _data.overview, who.org, gw(request).clock.now(), text, org)
     live = "/dashboard/live/overview?" + urlencode({"q": text, "org": org})
-    return render(request, "overview.html", session, who=who, q=text, org=org, live=live, **data)
+    return render(request, "overview.html", session, who=who, q=text, org=org, live=live, totals=_totals(data["agents"]), **data)
 
 
 async def overview_fragment(request: Request) -> Response:
@@ -37,7 +38,13 @@ async def overview_fragment(request: Request) -> Response:
         return PlainTextResponse("log in again", status_code=401)
     text, org = _filters(request, who)
     data = await read(request, _data.overview, who.org, gw(request).clock.now(), text, org)
-    return render(request, "_overview_rows.html", None, who=who, **data)
+    return render(request, "_overview_rows.html", None, who=who, totals=_totals(data["agents"]), **data)
+
+
+def _totals(agents: list[dict[str, Any]]) -> dict[str, str]:
+    """The overview's total row: each window's cost summed exactly over the agents listed."""
+    sums = {w: sum((Decimal(a["windows"][w]["cost_usd"]) for a in agents), Decimal(0)) for w in ("day", "week", "month")}
+    return {w: format(v, "f") for w, v in sums.items()}
 
 
 # -- agent page ------------------------------------------------------------------------------------
@@ -56,6 +63,7 @@ async def _agent_context(request: Request, who: Principal) -> dict[str, Any] | N
         return None
     agent = page["agent"]
     page["chart"] = _chart.build(page["costs"]["series"], page["bucket"], agent["timezone"])
+    page["rest"] = _breakdowns.rest_of(page["costs"], len(page["intents"]))
     params = {"view": view, **({"intent": intent} if intent else {})}
     page["live"] = f"/dashboard/live/agents/{agent['address_id']}?" + urlencode(params)
     page["who"] = who
