@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Arbitrary constant naming this app's advisory lock on PostgreSQL.
 _MIGRATION_LOCK = 0x41584D45  # "AXME"
 
@@ -139,6 +139,19 @@ instances = Table(
 )
 
 
+#: Dashboard sessions, server-side (schema version 3): the cookie carries a random id whose sha256 is the
+#: key here, so logging out (row deleted) or revoking the key (rows deleted, key gone) ends a session on
+#: every replica at once, however long the cookie itself would still be valid.
+sessions = Table(
+    "axme_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("key_hash", String(64), nullable=False, index=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
+
+
 def normalise_url(url: str) -> str:
     """``postgresql://`` means psycopg 3 here; ``sqlite:///path`` and ``postgresql+psycopg://`` pass through."""
     for prefix in ("postgresql://", "postgres://"):
@@ -193,4 +206,5 @@ def migrate(engine: Engine) -> None:
             conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
         elif current < SCHEMA_VERSION:  # future migrations go here, one step per version
             # 1 → 2: adds axme_instances only, which create_all above already made; no data to move.
+            # 2 → 3: adds axme_sessions only (likewise); sessions from older versions lived in cookies and end.
             conn.execute(schema_version.update().values(version=SCHEMA_VERSION))
