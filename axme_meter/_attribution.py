@@ -172,6 +172,9 @@ class intent(_Scope):
         super().__init__()
         if intent_id is not None and (not isinstance(intent_id, str) or not intent_id or len(intent_id) > MAX_INTENT_ID_LENGTH):
             raise ValueError(f"intent_id must be a non-empty string of at most {MAX_INTENT_ID_LENGTH} characters, got {intent_id!r}")
+        if intent_id is not None and (intent_id in (".", "..") or any(c == "/" or ord(c) < 32 or ord(c) == 127 for c in intent_id)):
+            # the gateway refuses these (GET /v1/mesh/intents/{id} could not reach them): fail here, not in a heartbeat
+            raise ValueError(f"intent_id must not contain '/' or control characters, nor be '.' or '..', got {intent_id!r}")
         self._fixed_id = intent_id
         self.labels: dict[str, str] = {str(k): str(v) for k, v in labels.items()}
         self.intent_id: str | None = intent_id
