@@ -41,9 +41,10 @@ class SMTPReceiver:
 
 
 class HTTPReceiver:
-    """Records JSON POSTs per path; paths listed in ``failing`` answer 500."""
+    """Records JSON POSTs per path; paths listed in ``failing`` answer 500. Every answer carries ``answer`` as its body
+    (tests put a marker there to prove it never reaches the gateway's events)."""
 
-    def __init__(self, failing: tuple[str, ...] = ()) -> None:
+    def __init__(self, failing: tuple[str, ...] = (), answer: bytes = b"") -> None:
         self.requests: list[tuple[str, Any]] = []
         received = self.requests
         failing_paths = failing
@@ -53,8 +54,9 @@ class HTTPReceiver:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 received.append((self.path, json.loads(body or b"null")))
                 self.send_response(500 if self.path in failing_paths else 200)
-                self.send_header("content-length", "0")
+                self.send_header("content-length", str(len(answer)))
                 self.end_headers()
+                self.wfile.write(answer)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -73,5 +75,48 @@ class HTTPReceiver:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class HangingReceiver:
+    """A webhook target that is up but never answers: each POST is read, recorded, and then held open
+    until the test ends (or ``release()``), like a receiver whose backend died behind its load balancer."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Event()
+        self.released = threading.Event()
+        self.count = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("content-length", "0")))
+                receiver.count += 1
+                receiver.arrived.set()
+                receiver.released.wait(120)
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+
+    def release(self) -> None:
+        self.released.set()
+
+    def __enter__(self) -> HangingReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
         self._server.shutdown()
         self._server.server_close()
