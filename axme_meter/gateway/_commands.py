@@ -33,6 +33,7 @@ from ._errors import ApiError, not_found
 from ._ingest import in_transaction
 from ._redact import RedactedValue, keep_secrets, redact_policy
 from ._schemas import CostPolicy
+from ._windows import iso
 
 #: action → (stored state, event type)
 TRANSITIONS: dict[str, tuple[str, str]] = {
@@ -148,8 +149,6 @@ def change_state(engine: Engine, who: Principal, ref: str, action: str, now: dat
 # -- keys ------------------------------------------------------------------------------------------
 
 def _key_view(row: Mapping[Any, Any], who: Principal) -> dict[str, Any]:
-    from ._windows import iso
-
     return {"prefix": row["prefix"], "org": row["org"], "admin": bool(row["is_admin"]), "agent": row["agent"],
             "created_at": iso(row["created_at"]), "current": row["prefix"] == who.prefix}
 
