@@ -189,14 +189,12 @@ class Dispatcher:
             return
         url = httpx.URL(target)
         port = url.port or (443 if url.scheme == "https" else 80)
-        address = self._egress.check(url.host, port)
+        addresses = self._egress.check(url.host, port)
         if lane.http is None:
             lane.http = httpx.Client(timeout=self._timeout, follow_redirects=False)
-        body = {"text": alert.text()} if kind == "slack" else alert.payload()
-        host_header = url.netloc.decode("ascii").rsplit("@", 1)[-1]
-        resp = lane.http.post(url.copy_with(host=address), content=json.dumps(body),
-                              headers={"content-type": "application/json", "host": host_header},
-                              extensions={"sni_hostname": url.host})
+        body = json.dumps({"text": alert.text()} if kind == "slack" else alert.payload())
+        headers = {"content-type": "application/json", "host": url.netloc.decode("ascii")}
+        resp = _post_pinned(lane.http, url, addresses, body, headers)
         if resp.status_code >= 300:
             raise DeliveryError(f"HTTP {resp.status_code}")
 
@@ -213,6 +211,17 @@ class Dispatcher:
             if parts.username:
                 smtp.login(parts.username, parts.password or "")
             smtp.send_message(msg)
+
+
+def _post_pinned(http: httpx.Client, url: httpx.URL, addresses: list[str], body: str, headers: dict[str, str]) -> httpx.Response:
+    """POST to the checked addresses themselves (the Host header and TLS server name keep the host name, so
+    certificates are still verified for it); a dual-stack name falls back to its next address on a refused connect."""
+    for address in addresses[:-1]:
+        try:
+            return http.post(url.copy_with(host=address), content=body, headers=headers, extensions={"sni_hostname": url.host})
+        except httpx.ConnectError:
+            continue
+    return http.post(url.copy_with(host=addresses[-1]), content=body, headers=headers, extensions={"sni_hostname": url.host})
 
 
 class DeliveryError(Exception):

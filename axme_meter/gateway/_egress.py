@@ -70,18 +70,15 @@ class EgressPolicy:
             return True
         return ip.is_global and not ip.is_multicast
 
-    def check(self, host: str, port: int, resolve: Resolver = _resolve) -> str:
-        """The address to connect to for ``host``; raises :class:`RefusedTarget` if it is internal.
+    def check(self, host: str, port: int, resolve: Resolver = _resolve) -> list[str]:
+        """The addresses to connect to for ``host``, in resolver order; raises :class:`RefusedTarget` if internal.
 
         Every resolved address must pass (a name resolving to one public and one
         private address is refused): connecting to "the public one" would still
         let a resolver that answers differently per query choose the target."""
         name = host.strip("[]").lower().rstrip(".")
         if name in self.hosts:
-            addresses = resolve(name, port)
-            if not addresses:
-                raise RefusedTarget(f"{name} does not resolve")
-            return addresses[0]
+            return self._resolved(name, port, resolve)
         try:
             literal: IPAddress | None = ipaddress.ip_address(name)
         except ValueError:
@@ -89,13 +86,17 @@ class EgressPolicy:
         if literal is not None:
             if not self.allowed(literal):
                 raise RefusedTarget(f"{name} is not a public address; list it in AXME_GATEWAY_WEBHOOK_ALLOW to allow it")
-            return str(literal)
-        addresses = resolve(name, port)
-        if not addresses:
-            raise RefusedTarget(f"{name} does not resolve")
+            return [str(literal)]
+        addresses = self._resolved(name, port, resolve)
         for found in addresses:
             if not self.allowed(ipaddress.ip_address(found.split("%", 1)[0])):
                 raise RefusedTarget(f"{name} resolves to a non-public address; list it in AXME_GATEWAY_WEBHOOK_ALLOW "
                                     "to allow it")
-        return addresses[0]
+        return addresses
 
+    @staticmethod
+    def _resolved(name: str, port: int, resolve: Resolver) -> list[str]:
+        addresses = resolve(name, port)
+        if not addresses:
+            raise RefusedTarget(f"{name} does not resolve")
+        return addresses

@@ -46,11 +46,13 @@ class InProcessGateway:
 
 
 @asynccontextmanager
-async def inprocess_gateway(workdir: Path, *, clock: str = START, **settings: object) -> AsyncIterator[InProcessGateway]:
+async def inprocess_gateway(workdir: Path, *, clock: str = START, db_url: str | None = None,
+                            **settings: object) -> AsyncIterator[InProcessGateway]:
+    """``db_url`` defaults to a SQLite file in ``workdir`` (the conftest's ``db_url`` fixture gives PostgreSQL too)."""
     admin_key = "axme_sa_inproc_" + secrets.token_hex(16)
     clock_file = workdir / "clock.txt"
     clock_file.write_text(clock)
-    app = create_app(Settings(db_url=f"sqlite:///{workdir / 'gw.sqlite3'}", admin_key=admin_key, clock_file=str(clock_file),
+    app = create_app(Settings(db_url=db_url or f"sqlite:///{workdir / 'gw.sqlite3'}", admin_key=admin_key, clock_file=str(clock_file),
                               **settings))  # type: ignore[arg-type]
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
     gateway = app.state.gateway  # type: ignore[attr-defined]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import ssl
+import subprocess
 import threading
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -118,5 +121,52 @@ class HangingReceiver:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class TLSReceiver:
+    """An HTTPS webhook receiver with a self-signed certificate for ``localhost`` (made with the ``openssl`` binary).
+
+    ``cafile`` is that certificate: give it to the gateway as ``SSL_CERT_FILE`` so verification can succeed only if
+    the gateway checks the certificate against the host name. ``seen`` records (Host header, TLS server name)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.cafile = workdir / "localhost.pem"
+        key = workdir / "localhost.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(self.cafile),
+                        "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                       check=True, capture_output=True)
+        self.seen: list[tuple[str, str | None]] = []
+        names: list[str | None] = []
+        seen = self.seen
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("content-length", "0")))
+                seen.append((str(self.headers.get("host")), names[-1] if names else None))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(self.cafile), str(key))
+        context.sni_callback = lambda _sock, name, _ctx: names.append(name)  # type: ignore[assignment,misc]
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def __enter__(self) -> TLSReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway_helpers import entry, policy_path, send
 from gateway_process import ROOT, GatewayProcess, free_port
-from receivers import HangingReceiver, HTTPReceiver
+from receivers import HangingReceiver, HTTPReceiver, TLSReceiver
 from test_alerts import eventually
 
 ACME = "agent://acme/production/stuck-hook"
@@ -94,3 +97,19 @@ def test_a_malformed_allow_list_stops_the_gateway_with_one_line(tmp_path: Path) 
                            f"sqlite:///{tmp_path / 'gw.sqlite3'}"], capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=60)
     assert done.returncode == 2 and "AXME_GATEWAY_WEBHOOK_ALLOW" in done.stderr and "10.0.0.0/33" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl binary to make a test certificate")
+def test_https_webhooks_go_to_the_checked_address_with_the_certificate_verified_for_the_host_name(tmp_path: Path) -> None:
+    with TLSReceiver(tmp_path) as tls:
+        env = {"AXME_GATEWAY_WEBHOOK_ALLOW": "localhost", "SSL_CERT_FILE": str(tls.cafile), "AXME_GATEWAY_ALERT_RETRIES": "1"}
+        with GatewayProcess(tmp_path / "gw", clock="2026-11-28T12:00:00Z", env=env) as gw, gw.client() as http:
+            by_name, by_ip = "agent://acme/prod/tls-name", "agent://acme/prod/tls-ip"
+            http.put(policy_path(by_name), json=_policy(webhook=f"https://localhost:{tls.port}/hook"))
+            http.put(policy_path(by_ip), json=_policy(webhook=f"https://127.0.0.1:{tls.port}/hook"))
+            send(http, entry(by_name, "2"), entry(by_ip, "2"))
+            sent = eventually(lambda: _events(http, "alert.sent", by_name), "the https alert")
+            failed = eventually(lambda: _events(http, "alert.failed", by_ip), "the refusal")
+    assert sent[0]["data"]["target"] == f"https://localhost:{tls.port}/…hook"
+    assert tls.seen == [(f"localhost:{tls.port}", "localhost")]  # pinned to the address, named for the certificate
+    assert failed[0]["data"]["error"].startswith("refused: 127.0.0.1 is not a public address")  # the name opens no IP

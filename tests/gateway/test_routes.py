@@ -23,6 +23,13 @@ async def gw(tmp_path: Path) -> AsyncIterator[InProcessGateway]:
         yield gateway
 
 
+@pytest.fixture
+async def gw_any(tmp_path: Path, db_url: str) -> AsyncIterator[InProcessGateway]:
+    """On SQLite and, when configured, on PostgreSQL: for the policy evaluation tests."""
+    async with inprocess_gateway(tmp_path, db_url=db_url) as gateway:
+        yield gateway
+
+
 async def _beat(gw: InProcessGateway, agent: str, cost: str, *, key: str | None = None, **kw: Any) -> Any:
     headers = {"x-api-key": key} if key else {}
     return await gw.http.post("/v1/mesh/heartbeat", json={"heartbeats": [entry(agent, cost, **kw)]}, headers=headers)
@@ -40,7 +47,8 @@ def _error(resp: Any, status: int, code: str, field: str | None = None) -> dict[
 
 # -- policy evaluation -----------------------------------------------------------------------------
 
-async def test_day_limit_blocks_with_the_axme_body_and_lifts_at_midnight(gw: InProcessGateway) -> None:
+async def test_day_limit_blocks_with_the_axme_body_and_lifts_at_midnight(gw_any: InProcessGateway) -> None:
+    gw = gw_any
     assert (await gw.http.put(policy_path(A), json={"max_cost_per_day_usd": "1.00"})).status_code == 200
     first = await _beat(gw, A, "0.60")
     assert first.status_code == 200
@@ -57,7 +65,8 @@ async def test_day_limit_blocks_with_the_axme_body_and_lifts_at_midnight(gw: InP
     assert again.status_code == 200 and again.json()["agents"][A]["policies"][0]["spent"] == "0.10"
 
 
-async def test_raising_the_limit_lifts_a_block_at_once(gw: InProcessGateway) -> None:
+async def test_raising_the_limit_lifts_a_block_at_once(gw_any: InProcessGateway) -> None:
+    gw = gw_any
     await gw.http.put(policy_path(A), json={"max_cost_per_hour_usd": "0.50"})
     assert (await _beat(gw, A, "0.50")).status_code == 429
     await gw.http.put(policy_path(A), json={"max_cost_per_hour_usd": "0.75"})
@@ -65,7 +74,8 @@ async def test_raising_the_limit_lifts_a_block_at_once(gw: InProcessGateway) -> 
     assert ok.status_code == 200 and ok.json()["agents"][A]["policies"][0]["remaining"] == "0.25"
 
 
-async def test_pause_resume_kill_answers(gw: InProcessGateway) -> None:
+async def test_pause_resume_kill_answers(gw_any: InProcessGateway) -> None:
+    gw = gw_any
     assert (await _beat(gw, A, "0.01")).status_code == 200
     paused = await gw.http.post(f"/v1/mesh/agents/{path(A)}/pause")
     assert paused.json()["state"] == "paused" and paused.json()["previous_state"] == "active"
@@ -76,7 +86,8 @@ async def test_pause_resume_kill_answers(gw: InProcessGateway) -> None:
     assert (await _beat(gw, A, "0.01")).status_code == 200
 
 
-async def test_intent_count_limit_refuses_the_third_intent(gw: InProcessGateway) -> None:
+async def test_intent_count_limit_refuses_the_third_intent(gw_any: InProcessGateway) -> None:
+    gw = gw_any
     await gw.http.put(policy_path(A), json={"max_intents_per_day": 2})
     for n in range(2):
         assert (await gw.http.post("/v1/mesh/intents", json={"agent": A, "intent_id": f"job-{n}"})).status_code == 201
