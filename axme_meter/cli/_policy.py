@@ -123,7 +123,7 @@ def _money(value: str) -> str:
         raise argparse.ArgumentTypeError(f"not an amount in USD: {value!r}") from None
     if not amount.is_finite() or amount < 0:
         raise argparse.ArgumentTypeError(f"must be a finite amount >= 0: {value!r}")
-    return str(amount)
+    return format(amount, "f")  # the gateway takes plain decimal strings only (no exponent: "1E+3" is refused)
 
 
 def _count(value: str) -> int:
