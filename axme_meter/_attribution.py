@@ -25,7 +25,6 @@ ADDRESS_FORM = "agent://org/env/name"
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._~-]{0,127}"
 _ADDRESS = re.compile(rf"agent://{_SEGMENT}(?:/{_SEGMENT}){{1,2}}")
 LOCAL_DEFAULT_AGENT = "agent://local/default"
-MAX_INTENT_ID_LENGTH = 200
 
 _agent: contextvars.ContextVar[str | None] = contextvars.ContextVar("axme_meter_agent", default=None)
 _intent: contextvars.ContextVar[str | None] = contextvars.ContextVar("axme_meter_intent", default=None)
@@ -172,8 +171,13 @@ class intent(_Scope):
 
     def __init__(self, intent_id: str | None = None, **labels: str) -> None:
         super().__init__()
-        if intent_id is not None and (not isinstance(intent_id, str) or not intent_id or len(intent_id) > MAX_INTENT_ID_LENGTH):
-            raise ValueError(f"intent_id must be a non-empty string of at most {MAX_INTENT_ID_LENGTH} characters, got {intent_id!r}")
+        if intent_id is not None:
+            from ._protocol import intent_id_problem
+
+            # the gateway refuses these too: fail here, not in a heartbeat
+            problem = intent_id_problem(intent_id)
+            if problem is not None:
+                raise ValueError(f"intent_id {problem}, got {intent_id!r}")
         self._fixed_id = intent_id
         self.labels: dict[str, str] = {str(k): str(v) for k, v in labels.items()}
         self.intent_id: str | None = intent_id

@@ -23,9 +23,9 @@ MAX_BATCH = 1000
 #: Sanity limit on what one LLM call may cost. It applies per call (an entry's cost divided by its
 #: ``llm_calls``), never to an aggregated entry: spend piled up over a long outage is still real.
 MAX_CALL_USD = Decimal(10_000)
-#: Intent and entry ids: printable ASCII without ``/``, ``?`` and ``#``, so every stored id is also
-#: reachable as one path segment (``GET /v1/mesh/intents/{id}``).
-ID_PATTERN = r"^[A-Za-z0-9._:~@+=-]{1,200}$"
+#: Intent ids: 1-200 characters, no ``/`` and no control characters, and not ``.`` or ``..`` (clients drop
+#: those from paths), so every stored id is reachable as ``GET /v1/mesh/intents/{percent-encoded id}``.
+INTENT_ID_PATTERN = r"^[^/\x00-\x1f\x7f]+$"
 MAX_ID_LENGTH = 200
 
 # Per-entry outcomes in a heartbeat answer's ``results``.
@@ -39,6 +39,17 @@ BLOCK_CODES = frozenset(
 )
 #: Agent states in answers; anything but ``active`` stops spending.
 STATES = ("active", "blocked", "paused", "killed")
+
+
+def intent_id_problem(value: object) -> str | None:
+    """Why ``value`` is not a valid intent id (checked alike by ``axme_meter.intent`` and the gateway), or None."""
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_ID_LENGTH:
+        return f"must be a string of 1 to {MAX_ID_LENGTH} characters"
+    if value in (".", ".."):
+        return "must not be '.' or '..' (so GET /v1/mesh/intents/{id} can reach it)"
+    if any(c == "/" or ord(c) < 32 or ord(c) == 127 for c in value):
+        return "must not contain '/' or control characters (so GET /v1/mesh/intents/{id} can reach it)"
+    return None
 
 
 # --------------------------------------------------------------------------------------------- time
@@ -210,7 +221,7 @@ def parse_results(body: object) -> dict[str, EntryResult] | None:
 
 
 __all__ = [
-    "BLOCK_CODES", "CONFLICT", "DELIVERED", "DUPLICATE", "ERROR", "ID_PATTERN", "MAX_BATCH", "MAX_CALL_USD",
+    "BLOCK_CODES", "CONFLICT", "DELIVERED", "DUPLICATE", "ERROR", "INTENT_ID_PATTERN", "MAX_BATCH", "MAX_CALL_USD",
     "RECORDED", "AgentState", "BlockError", "EntryResult", "PolicyState", "error_body", "iso", "money",
-    "parse_agents", "parse_error", "parse_iso", "parse_money", "parse_policy", "parse_results",
+    "intent_id_problem", "parse_agents", "parse_error", "parse_iso", "parse_money", "parse_policy", "parse_results",
 ]

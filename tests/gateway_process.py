@@ -53,6 +53,7 @@ class GatewayProcess:
         clock_file: Path | str | None = None,
         clock: str | None = None,
         env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
         startup_timeout: float = 30.0,
     ) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="axme-gw-"))
@@ -63,6 +64,7 @@ class GatewayProcess:
         if clock is not None and self.clock_file is not None:
             self.set_clock(clock)
         self.extra_env = dict(env or {})
+        self.extra_args = tuple(args)  # more ``axme-meter gateway`` flags, e.g. ("--proxy-headers",)
         self.startup_timeout = startup_timeout
         self.port = 0
         self.url = ""
@@ -82,7 +84,8 @@ class GatewayProcess:
             self.url = f"http://127.0.0.1:{self.port}"
             with open(self.log_path, "ab") as log:
                 self.process = subprocess.Popen(
-                    [sys.executable, "-m", "axme_meter", "gateway", "--host", "127.0.0.1", "--port", str(self.port), "--db", self.db_url],
+                    [sys.executable, "-m", "axme_meter", "gateway", "--host", "127.0.0.1", "--port", str(self.port), "--db", self.db_url,
+                     *self.extra_args],
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=str(ROOT),
                 )
             if self._wait_healthy():

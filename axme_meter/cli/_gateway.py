@@ -34,6 +34,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--smtp-url", default=None, help="SMTP server for email alerts, e.g. smtp://127.0.0.1:25 (env AXME_GATEWAY_SMTP_URL)")
     parser.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug", "trace"],
                         help="uvicorn log level (default warning)")
+    parser.add_argument("--proxy-headers", action="store_true",
+                        help="behind a reverse proxy: trust its X-Forwarded-Proto/-For (so https is seen as https and the "
+                             "dashboard cookie is Secure); only from --forwarded-allow-ips")
+    parser.add_argument("--forwarded-allow-ips", default="127.0.0.1", metavar="IPS",
+                        help="comma-separated proxy addresses whose X-Forwarded-* headers are trusted with --proxy-headers "
+                             "(default 127.0.0.1; '*' trusts any)")
     parser.set_defaults(handler=run)
 
 
@@ -47,9 +53,9 @@ def _port(text: str) -> int:
     return port
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = 1) -> int:
     print(f"axme-meter gateway: {message}", file=sys.stderr)
-    return 1
+    return code
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -86,7 +92,10 @@ def run(args: argparse.Namespace) -> int:
         from ..gateway.dashboard import dashboard_routes
     except ModuleNotFoundError as exc:
         return _fail(f"needs the 'gateway' extra ({exc.name} is missing): pip install 'axme_meter[gateway]'")
-    settings = Settings.from_env(args.db or os.environ.get("AXME_GATEWAY_DB"), smtp_url=args.smtp_url)
+    try:
+        settings = Settings.from_env(args.db or os.environ.get("AXME_GATEWAY_DB"), smtp_url=args.smtp_url)
+    except ValueError as exc:  # a bad AXME_GATEWAY_* setting: a usage error
+        return _fail(str(exc), 2)
     problem = _dburl.check(settings.db_url)
     if problem:
         return _fail(problem)
@@ -95,13 +104,18 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _fail(bind_error(args.host, args.port, exc))
     try:
-        app = create_app(settings, extra_routes=dashboard_routes())  # the web dashboard at /dashboard
+        try:
+            app = create_app(settings, extra_routes=dashboard_routes())  # the web dashboard at /dashboard
+        except ValueError as exc:  # a bad setting found while wiring (e.g. AXME_GATEWAY_WEBHOOK_ALLOW)
+            return _fail(str(exc), 2)
         print(f"axme-meter gateway: database {_dburl.describe(settings.db_url)}", file=sys.stderr, flush=True)
         port = sock.getsockname()[1]
         shown = f"[{args.host}]" if ":" in args.host else args.host
         print(f"axme-meter gateway listening on http://{shown}:{port} (dashboard: http://{shown}:{port}/dashboard)",
               file=sys.stderr, flush=True)
-        config = uvicorn.Config(app, log_level=args.log_level, access_log=False, timeout_graceful_shutdown=5)
+        # uvicorn trusts X-Forwarded-* from 127.0.0.1 by default; here only when asked to (--proxy-headers)
+        config = uvicorn.Config(app, log_level=args.log_level, access_log=False, timeout_graceful_shutdown=5,
+                                proxy_headers=args.proxy_headers, forwarded_allow_ips=args.forwarded_allow_ips)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()

@@ -32,7 +32,7 @@ def _money(value: str) -> str:
         amount = Decimal(value)
     except InvalidOperation:
         raise argparse.ArgumentTypeError(f"not an amount in USD: {value!r} (e.g. 50 or 0.25)") from None
-    return str(amount)
+    return format(amount, "f")  # the gateway takes plain decimal strings only (no exponent: "1E+3" is refused)
 
 
 def _count(value: str) -> int:

@@ -2,9 +2,16 @@
 
 Alerts are claimed inside the ingest transaction (one unique row per agent ×
 policy × window × threshold, see ``_store.claim_alert``), so exactly one replica
-owns each. The owner hands them to :class:`Dispatcher` after commit; a daemon
-thread delivers them with retries and exponential backoff and records
-``alert.sent`` / ``alert.failed`` events. Ingest never waits for a channel.
+owns each. The owner hands them to :class:`Dispatcher` after commit, which
+delivers with retries and exponential backoff and records ``alert.sent`` /
+``alert.failed`` events. Ingest never waits for a channel.
+
+Each target (one email address, one Slack or webhook URL) has its own lane: a
+daemon thread with its own queue, HTTP connection and per-attempt timeout, started
+on demand and ended when idle. So a target that hangs or is down only delays its
+own later alerts, never another target's or another org's. Webhook hosts are
+checked by ``_egress`` before any connection, and every URL in a recorded target or
+error text is redacted (``_redact``).
 """
 
 from __future__ import annotations
@@ -22,6 +29,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+
+from ._egress import EgressPolicy, RefusedTarget
+from ._redact import redact_text, redact_url
 
 log = logging.getLogger("axme_meter.gateway.alerts")
 
@@ -63,58 +73,108 @@ def channels(alert: Alert) -> list[Channel]:
     return out
 
 
+#: A lane with nothing to do for this long ends its thread (a new alert starts a new one).
+LANE_IDLE_SECONDS = 30.0
+#: At most this many targets are delivered to at once; the lanes of further targets wait for a free slot.
+MAX_LANES = 256
+
+
+class _Lane:
+    """One target's queue and worker thread (and, for HTTP targets, its own client: one host per lane)."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[Alert | None] = queue.Queue()
+        self.http: httpx.Client | None = None
+        self.thread: threading.Thread | None = None
+
+
 class Dispatcher:
-    """Background delivery with retries; ``record`` writes the outcome as an event."""
+    """Background delivery, one lane per target, with retries; ``record`` writes the outcome as an event."""
 
     def __init__(self, record: Recorder, *, smtp_url: str | None, smtp_from: str, retries: int = 4,
-                 backoff: float = 0.5, on_result: Callable[[str, str], None] | None = None) -> None:
+                 backoff: float = 0.5, timeout: float = 5.0, egress: EgressPolicy | None = None,
+                 on_result: Callable[[str, str], None] | None = None) -> None:
         self._record = record
         self._smtp_url = smtp_url
         self._smtp_from = smtp_from
         self._retries = retries
         self._backoff = backoff
+        self._timeout = timeout
+        self._egress = egress or EgressPolicy()
         self._on_result = on_result
-        self._queue: queue.Queue[tuple[Alert, Channel] | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._http: httpx.Client | None = None
+        self._lanes: dict[Channel, _Lane] = {}
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(MAX_LANES)
+        self._closed = threading.Event()
 
     def submit(self, alerts: list[Alert]) -> None:
         for alert in alerts:
             for channel in channels(alert):
-                self._queue.put((alert, channel))
-        if alerts and self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="axme-gateway-alerts", daemon=True)
-            self._thread.start()
+                self._enqueue(channel, alert)
+
+    def _enqueue(self, channel: Channel, alert: Alert) -> None:
+        # under the lock, so a lane that is just deciding to end (also under the lock) cannot drop this item
+        with self._lock:
+            lane = self._lanes.get(channel)
+            if lane is None:
+                lane = self._lanes[channel] = _Lane()
+                lane.thread = threading.Thread(target=self._run, args=(channel, lane), daemon=True,
+                                               name=f"axme-gateway-alerts-{channel[0]}")
+                lane.thread.start()
+            lane.queue.put(alert)
 
     def close(self, timeout: float = 2.0) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout)
+        self._closed.set()
+        with self._lock:
+            lanes = list(self._lanes.values())
+            for lane in lanes:
+                lane.queue.put(None)
+        deadline = time.monotonic() + timeout
+        for lane in lanes:
+            if lane.thread is not None:
+                lane.thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            self._deliver(*item)
-
-    def _deliver(self, alert: Alert, channel: Channel) -> None:
-        kind, target = channel
-        error = ""
-        for attempt in range(self._retries):
+    def _run(self, channel: Channel, lane: _Lane) -> None:
+        with self._slots:
             try:
-                self._send(kind, target, alert)
+                while True:
+                    try:
+                        alert = lane.queue.get(timeout=LANE_IDLE_SECONDS)
+                    except queue.Empty:
+                        with self._lock:
+                            if lane.queue.empty():
+                                self._lanes.pop(channel, None)
+                                return
+                        continue
+                    if alert is None:
+                        return
+                    self._deliver(alert, channel, lane)
+            finally:
+                if lane.http is not None:
+                    lane.http.close()
+
+    def _deliver(self, alert: Alert, channel: Channel, lane: _Lane) -> None:
+        kind, target = channel
+        error, attempts = "", 0
+        while attempts < self._retries:
+            attempts += 1
+            try:
+                self._send(kind, target, alert, lane)
+            except RefusedTarget as exc:  # nothing was sent, and retrying cannot help
+                self._outcome(alert, "alert.failed", kind, target, {"attempts": attempts, "error": f"refused: {exc}"})
+                return
             except Exception as exc:  # any channel failure is recorded, never raised into ingest
-                error = f"{type(exc).__name__}: {exc}"[:500]
-                if attempt + 1 < self._retries:
-                    time.sleep(self._backoff * 2**attempt)
+                error = _error_text(exc)
+                # wait before the next try; a closing gateway stops retrying (the event is still written)
+                if attempts < self._retries and self._closed.wait(self._backoff * 2 ** (attempts - 1)):
+                    break
                 continue
-            self._outcome(alert, "alert.sent", kind, target, {"attempts": attempt + 1})
+            self._outcome(alert, "alert.sent", kind, target, {"attempts": attempts})
             return
-        self._outcome(alert, "alert.failed", kind, target, {"attempts": self._retries, "error": error})
+        self._outcome(alert, "alert.failed", kind, target, {"attempts": attempts, "error": error})
 
     def _outcome(self, alert: Alert, type_: str, kind: str, target: str, extra: dict[str, Any]) -> None:
-        shown = target if kind == "email" else urlsplit(target).netloc  # webhook URLs carry secrets
+        shown = target if kind == "email" else redact_url(target)  # webhook URLs carry secrets
         try:
             self._record(alert, type_, kind, {"channel": kind, "target": shown, "policy": alert.policy,
                                               "threshold": alert.threshold, **extra})
@@ -123,15 +183,20 @@ class Dispatcher:
         if self._on_result:
             self._on_result(kind, "sent" if type_ == "alert.sent" else "failed")
 
-    def _send(self, kind: str, target: str, alert: Alert) -> None:
+    def _send(self, kind: str, target: str, alert: Alert, lane: _Lane) -> None:
         if kind == "email":
             self._send_email(target, alert)
             return
-        if self._http is None:
-            self._http = httpx.Client(timeout=5.0)
-        body = {"text": alert.text()} if kind == "slack" else alert.payload()
-        resp = self._http.post(target, content=json.dumps(body), headers={"content-type": "application/json"})
-        resp.raise_for_status()
+        url = httpx.URL(target)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        addresses = self._egress.check(url.host, port)
+        if lane.http is None:
+            lane.http = httpx.Client(timeout=self._timeout, follow_redirects=False)
+        body = json.dumps({"text": alert.text()} if kind == "slack" else alert.payload())
+        headers = {"content-type": "application/json", "host": url.netloc.decode("ascii")}
+        resp = _post_pinned(lane.http, url, addresses, body, headers)
+        if resp.status_code >= 300:
+            raise DeliveryError(f"HTTP {resp.status_code}")
 
     def _send_email(self, to: str, alert: Alert) -> None:
         parts = urlsplit(self._smtp_url or "smtp://127.0.0.1:25")
@@ -141,7 +206,28 @@ class Dispatcher:
         msg["Subject"] = alert.text()
         msg.set_content(json.dumps(alert.payload(), indent=2))
         smtp_cls = smtplib.SMTP_SSL if parts.scheme == "smtps" else smtplib.SMTP
-        with smtp_cls(parts.hostname or "127.0.0.1", parts.port or (465 if parts.scheme == "smtps" else 25), timeout=10) as smtp:
+        with smtp_cls(parts.hostname or "127.0.0.1", parts.port or (465 if parts.scheme == "smtps" else 25),
+                      timeout=self._timeout) as smtp:
             if parts.username:
                 smtp.login(parts.username, parts.password or "")
             smtp.send_message(msg)
+
+
+def _post_pinned(http: httpx.Client, url: httpx.URL, addresses: list[str], body: str, headers: dict[str, str]) -> httpx.Response:
+    """POST to the checked addresses themselves (the Host header and TLS server name keep the host name, so
+    certificates are still verified for it); a dual-stack name falls back to its next address on a refused connect."""
+    for address in addresses[:-1]:
+        try:
+            return http.post(url.copy_with(host=address), content=body, headers=headers, extensions={"sni_hostname": url.host})
+        except httpx.ConnectError:
+            continue
+    return http.post(url.copy_with(host=addresses[-1]), content=body, headers=headers, extensions={"sni_hostname": url.host})
+
+
+class DeliveryError(Exception):
+    """The receiver answered, but not with 2xx (only the status is kept: never its body or headers)."""
+
+
+def _error_text(exc: Exception) -> str:
+    """What an ``alert.failed`` event stores: the exception's type and message, every URL redacted."""
+    return redact_text(f"{type(exc).__name__}: {exc}")[:500]

@@ -28,6 +28,7 @@ from ._alerts import Alert, Dispatcher
 from ._auth import KeyRing, new_key
 from ._config import Settings
 from ._db import make_engine, migrate
+from ._egress import EgressPolicy
 from ._errors import ApiError
 from ._metrics import GatewayMetrics
 from ._windows import Clock
@@ -63,6 +64,8 @@ def bootstrap_admin_key(engine: Engine, settings: Settings, clock: Clock) -> str
 
 
 def build_gateway(settings: Settings) -> Gateway:
+    """Raises ``ValueError`` for a malformed setting (e.g. a bad CIDR in ``AXME_GATEWAY_WEBHOOK_ALLOW``)."""
+    egress = EgressPolicy.parse(settings.webhook_allow)  # before touching the database: fail fast
     engine = make_engine(settings.db_url)
     migrate(engine)
     clock = Clock(settings.clock_file)
@@ -76,7 +79,9 @@ def build_gateway(settings: Settings) -> Gateway:
             _store.add_event(conn, alert.org, alert.address_id, type_, {"agent": alert.agent, **data}, int(clock.now().timestamp()))
 
     dispatcher = Dispatcher(record, smtp_url=settings.smtp_url, smtp_from=settings.smtp_from, retries=settings.alert_retries,
-                            backoff=settings.alert_backoff, on_result=lambda ch, res: metrics.alerts.labels(ch, res).inc())
+                            backoff=settings.alert_backoff, timeout=settings.alert_timeout,
+                            egress=egress,
+                            on_result=lambda ch, res: metrics.alerts.labels(ch, res).inc())
     return Gateway(settings, engine, clock, KeyRing(engine), dispatcher, metrics)
 
 

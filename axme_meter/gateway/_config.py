@@ -54,6 +54,9 @@ class Settings:
     max_body_bytes: int = MAX_BODY_BYTES
     alert_retries: int = 4
     alert_backoff: float = 0.5
+    alert_timeout: float = 5.0
+    #: ``AXME_GATEWAY_WEBHOOK_ALLOW``: host names / CIDRs webhooks may reach although they are not public
+    webhook_allow: tuple[str, ...] = ()
     #: Conservative (input, output) rates in pico-dollars per 1M tokens for calls a client cannot price,
     #: unless an agent's policy sets its own. See :func:`unpriced_rates_from`.
     unpriced_rates: tuple[int, int] = (0, 0)
@@ -73,5 +76,8 @@ class Settings:
         values["unpriced_rates"] = unpriced_rates_from(env.get("AXME_GATEWAY_UNPRICED_RATES"))
         if env.get("AXME_GATEWAY_ALERT_BACKOFF"):
             values["alert_backoff"] = max(0.0, float(env["AXME_GATEWAY_ALERT_BACKOFF"]))
+        if env.get("AXME_GATEWAY_ALERT_TIMEOUT"):
+            values["alert_timeout"] = max(0.1, float(env["AXME_GATEWAY_ALERT_TIMEOUT"]))
+        values["webhook_allow"] = tuple(p.strip() for p in env.get("AXME_GATEWAY_WEBHOOK_ALLOW", "").split(",") if p.strip())
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

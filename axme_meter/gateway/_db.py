@@ -163,6 +163,19 @@ grants = Table(
 )
 
 
+#: Dashboard sessions, server-side (schema version 3): the cookie carries a random id whose sha256 is the
+#: key here, so logging out (row deleted) or revoking the key (rows deleted, key gone) ends a session on
+#: every replica at once, however long the cookie itself would still be valid.
+sessions = Table(
+    "axme_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("key_hash", String(64), nullable=False, index=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
+
+
 def normalise_url(url: str) -> str:
     """``postgresql://`` means psycopg 3 here; ``sqlite:///path`` and ``postgresql+psycopg://`` pass through."""
     for prefix in ("postgresql://", "postgres://"):
@@ -216,5 +229,6 @@ def migrate(engine: Engine) -> None:
         if current is None:
             conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
         elif current < SCHEMA_VERSION:  # future migrations go here, one step per version
-            # 1 → 2: adds axme_instances; 2 → 3: adds axme_grants. create_all above made both; no data to move.
+            # 1 → 2: adds axme_instances; 2 → 3: adds axme_grants and axme_sessions. create_all above made them;
+            # no data to move (sessions from older versions lived in cookies and end).
             conn.execute(schema_version.update().values(version=SCHEMA_VERSION))

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from ._schemas import CostPolicy, HeartbeatBatch, HeartbeatEntry, IntentCreate
+from ._schemas import CostPolicy, HeartbeatBatch, HeartbeatEntry, IntentCreate, KeyCreate
 
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _AGENT_PARAM = {"name": "address_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
@@ -28,7 +28,7 @@ def _op(summary: str, *, body: str | dict[str, Any] | None = None, params: list[
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
     _, defs = models_json_schema(
-        [(m, "validation") for m in (HeartbeatEntry, HeartbeatBatch, IntentCreate, CostPolicy)],
+        [(m, "validation") for m in (HeartbeatEntry, HeartbeatBatch, IntentCreate, CostPolicy, KeyCreate)],
         ref_template="#/components/schemas/{model}",
     )
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
@@ -49,8 +49,8 @@ def openapi_document() -> dict[str, Any]:
             "/v1/mesh/agents": {"get": _op("List agents", params=[window])},
             agent: {"get": _op("Agent detail", params=[_AGENT_PARAM])},
             f"{agent}/costs": {"get": _op("Agent costs", params=[_AGENT_PARAM, window,
-                {"name": "from", "in": "query", "required": False, "schema": {"type": "string"}},
-                {"name": "to", "in": "query", "required": False, "schema": {"type": "string"}}])},
+                {"name": "from", "in": "query", "required": False, "schema": {"type": "string", "format": "date-time"}},
+                {"name": "to", "in": "query", "required": False, "schema": {"type": "string", "format": "date-time"}}])},
             f"{agent}/policies/cost": {
                 "put": _op("Set cost policy", body="CostPolicy", params=[_AGENT_PARAM]),
                 "get": _op("Get cost policy", params=[_AGENT_PARAM]),
@@ -59,6 +59,9 @@ def openapi_document() -> dict[str, Any]:
             f"{agent}/pause": {"post": _op("Pause", params=[_AGENT_PARAM])},
             f"{agent}/resume": {"post": _op("Resume", params=[_AGENT_PARAM])},
             f"{agent}/kill": {"post": _op("Kill", params=[_AGENT_PARAM])},
+            "/v1/keys": {"post": _op("Create a key (admin, within its own scope)", body="KeyCreate", ok="201"),
+                         "get": _op("List keys by prefix (admin)")},
+            "/v1/keys/{prefix}": {"delete": _op("Revoke a key (admin)", params=[{**_AGENT_PARAM, "name": "prefix"}])},
             "/v1/mesh/events": {"get": _op("Events", params=[
                 {"name": "agent", "in": "query", "required": False, "schema": {"type": "string"}},
                 {"name": "after_id", "in": "query", "required": False, "schema": {"type": "integer"}},

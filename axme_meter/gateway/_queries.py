@@ -10,15 +10,17 @@ and return plain JSON-ready dicts with money as decimal strings:
   each agent has ``address_id, address, display_name, org, state, health_status, last_heartbeat_at, created_at,
   intents_period, cost_period, cost_today, intents_today, metadata, policies`` (policies as in heartbeat answers).
 - ``get_agent(conn, org, ref, now) -> dict | None`` — one agent summary plus ``policy`` (the cost policy
-  or ``None``) and ``windows`` (``{"hour"|"day"|"week"|"month": {"start","end","cost_usd","llm_calls","tokens_in","tokens_out","intents","heartbeats"}}``).
+  with webhook URLs redacted, or ``None``) and ``windows`` (``{"hour"|"day"|"week"|"month": {"start","end","cost_usd","llm_calls","tokens_in","tokens_out","intents","heartbeats"}}``).
   ``ref`` is an ``addr_…`` id or a full ``agent://`` address.
 - ``agent_costs(conn, org, ref, now, window="day", start=None, end=None) -> dict | None`` —
   ``{"address_id","address","window","timezone","from","to","totals": {...},"series": [{"start","end","cost_usd",…}],
   "by_intent": [{"intent_id","cost_usd",…}], "by_model": [{"model","cost_usd",…}]}``; ``window`` is the bucket size
   and the default range is the last 24 hours / 30 days / 12 weeks / 12 months.
 - ``intent_cost(conn, org, intent_id) -> dict | None`` — ``{"intent_id","agent","address_id","cost_usd","llm_calls","tokens_in","tokens_out","created_at","last_seen_at","labels"}``.
-- ``list_events(conn, org, *, agent_ref=None, types=None, after_id=None, limit=100) -> dict`` — ``{"events": [{"id","type","agent","address_id","created_at","data"}], "next_after_id"}``.
-- ``get_policy(conn, org, ref) -> dict | None`` — the stored cost policy in wire form (``None`` when unset or unknown agent).
+- ``list_events(conn, org, *, agent_ref=None, types=None, after_id=None, limit=100) -> dict`` — ``{"events": [{"id","type","agent","address_id","created_at","data"}], "next_after_id"}``
+  (webhook URLs in ``data`` redacted, also in rows written before redaction existed).
+- ``get_policy(conn, org, ref) -> dict | None`` — the stored cost policy in wire form, webhook URLs in full
+  (the caller redacts them for anyone but org admins; ``None`` when unset or unknown agent).
 - ``load_status(conn, agent_row, now, intent_ids=()) -> AgentStatus`` — effective state + policy statuses
   (``AgentStatus.to_wire()`` gives the heartbeat answer's ``{"address_id", "state", "policies"}``).
 - ``load_statuses(conn, agent_rows, now, intent_ids_by_address=None) -> {address: AgentStatus}`` — the same, one query.
@@ -40,6 +42,7 @@ from .._protocol import money
 from . import _store
 from ._db import agents, counters, events, intents
 from ._policies import AgentStatus, evaluate, windows_needed
+from ._redact import redact_event, redact_policy
 from ._schemas import CostPolicy, policy_from_storage
 from ._windows import WINDOWS, bounds, buckets, iso, window_starts
 
@@ -204,7 +207,7 @@ def get_agent(conn: Connection, org: str, ref: str, now: datetime) -> dict[str, 
     for w in WINDOWS:
         start, end = bounds(w, now, tz)
         out["windows"][w] = {"start": iso(start), "end": iso(end), **_money_fields(totals[w])}
-    out["policy"] = policy.to_wire() if policy else None
+    out["policy"] = redact_policy(policy.to_wire()) if policy else None  # webhook URLs: only via the policy endpoint
     return {"ok": True, "agent": out, **out}
 
 
@@ -296,7 +299,7 @@ def list_events(
     rows = conn.execute(query.limit(max(1, min(limit, 1000)))).mappings().all()
     listed = [
         {"id": r["id"], "type": r["type"], "agent": r["address"], "address_id": r["address_id"],
-         "created_at": iso(r["created_at"]), "data": json.loads(r["data"])}
+         "created_at": iso(r["created_at"]), "data": redact_event(json.loads(r["data"]))}
         for r in rows
     ]
     return {"ok": True, "events": listed, "next_after_id": max((e["id"] for e in listed), default=after_id)}

@@ -8,22 +8,28 @@ pico-dollars, the only money type inside the gateway (see ``axme_meter._money``)
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator, model_validator,
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator,
+    model_validator,
 )
 
 from .._attribution import validate_address
 from .._money import from_usd
-from .._protocol import MAX_BATCH, MAX_CALL_USD
+from .._protocol import INTENT_ID_PATTERN, MAX_BATCH, MAX_CALL_USD, intent_id_problem
 from ._windows import zone
 
 MAX_ENTRY_USD = Decimal(10_000)
 MAX_POLICY_USD = Decimal(10**9)
 MAX_COUNT = 10**12
 _ID = r"^[^\x00-\x1f\x7f]+$"
+#: Money as a string: plain decimal digits, as the published schema says (no sign, exponent, ``_`` or spaces).
+MONEY_PATTERN = r"^\d+(\.\d+)?$"
+_MONEY_RE = re.compile(MONEY_PATTERN, re.ASCII)
 
 
 def _money(limit: Decimal, *, positive: bool = False) -> Any:
@@ -32,6 +38,13 @@ def _money(limit: Decimal, *, positive: bool = False) -> Any:
             raise ValueError("must be a decimal string such as \"0.03\" or a JSON number")
         if isinstance(value, str) and len(value) > 64:
             raise ValueError("must be a decimal string of at most 64 characters")
+        if isinstance(value, str) and not _MONEY_RE.fullmatch(value):
+            if value.strip().lstrip("+-").lower() in ("nan", "snan", "inf", "infinity"):
+                raise ValueError("must be finite (NaN and infinity are refused)")
+            if value.startswith("-") and _MONEY_RE.fullmatch(value[1:]):
+                raise ValueError("must not be negative")
+            raise ValueError(f"must be a decimal string of digits with an optional fraction such as \"0.03\" "
+                             f"(pattern {MONEY_PATTERN}), got {value!r}")
         try:
             amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value).strip())
         except InvalidOperation:
@@ -49,12 +62,36 @@ def _money(limit: Decimal, *, positive: bool = False) -> Any:
     return BeforeValidator(parse)
 
 
-_MONEY_SCHEMA = WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^\d+(\.\d+)?$"}, {"type": "number", "minimum": 0}]})
+_MONEY_SCHEMA = WithJsonSchema({"anyOf": [{"type": "string", "pattern": MONEY_PATTERN}, {"type": "number", "minimum": 0}]})
 EntryMoney = Annotated[int, _money(MAX_ENTRY_USD), _MONEY_SCHEMA]
 LimitMoney = Annotated[int, _money(MAX_POLICY_USD, positive=True), _MONEY_SCHEMA]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT, strict=True)]
 Address = Annotated[str, BeforeValidator(lambda v: validate_address(v)), WithJsonSchema({"type": "string", "pattern": r"^agent://[A-Za-z0-9][A-Za-z0-9._~-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._~-]{0,127}){1,2}$"})]
 IdString = Annotated[str, Field(min_length=1, max_length=200, pattern=_ID)]
+
+
+def _intent_id(value: str) -> str:
+    problem = intent_id_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+IntentId = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_intent_id),
+                     WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 200, "pattern": INTENT_ID_PATTERN})]
+
+
+#: Names the zoneinfo database holds that are not IANA zones (or depend on the host's settings).
+_NOT_IANA = frozenset({"localtime", "posixrules", "Factory"})
+
+
+@lru_cache(maxsize=1)
+def iana_zones() -> frozenset[str]:
+    """IANA time zone names known here (``UTC`` always): ``"localtime"``, ``""`` and paths are not among them."""
+    from zoneinfo import available_timezones
+
+    names = {n for n in available_timezones() if n not in _NOT_IANA and not n.startswith(("posix/", "right/"))}
+    return frozenset(names | {"UTC"})
 
 
 class _Strict(BaseModel):
@@ -89,7 +126,7 @@ class HeartbeatEntry(_Strict):
 
     id: IdString | None = None
     agent: Address | None = None
-    intent_id: IdString | None = None
+    intent_id: IntentId | None = None
     status: Annotated[str, Field(max_length=64)] | None = None
     window_start: Annotated[str, Field(max_length=64)] | None = None
     window_end: Annotated[str, Field(max_length=64)] | None = None
@@ -151,7 +188,7 @@ class GrantRequest(_Strict):
 
 class IntentCreate(_Strict):
     agent: Address | None = None
-    intent_id: IdString | None = None
+    intent_id: IntentId | None = None
     labels: Annotated[dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=500)]], Field(max_length=50)] = Field(
         default_factory=dict
     )
@@ -194,6 +231,8 @@ class CostPolicy(_Strict):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
+        if value not in iana_zones():
+            raise ValueError(f"unknown IANA timezone {value!r} (for example 'Europe/Berlin' or 'UTC')")
         zone(value)
         return value
 
@@ -232,3 +271,11 @@ LIMIT_FIELDS = MONEY_FIELDS + COUNT_FIELDS
 def policy_from_storage(data: dict[str, Any]) -> CostPolicy:
     """Rebuild a stored policy without re-running the money parser (values are already pico)."""
     return CostPolicy.model_construct(**{**data, "notify": Notify.model_construct(**data.get("notify", {}))})
+
+
+class KeyCreate(_Strict):
+    """``POST /v1/keys``: a key for ``org``, optionally admin, optionally bound to one agent of that org."""
+
+    org: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$")]
+    admin: bool = False
+    agent: Annotated[str, Field(max_length=400)] | None = None

@@ -17,7 +17,7 @@ from sqlalchemy import and_, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from ._db import agents, alert_claims, api_keys, counters, entries, events, instances, intents
+from ._db import agents, alert_claims, api_keys, counters, entries, events, instances, intents, sessions
 
 COUNTER_FIELDS = ("cost_pico", "llm_calls", "tokens_in", "tokens_out", "heartbeats", "intents")
 
@@ -43,7 +43,9 @@ def ensure_agents(conn: Connection, addresses: Iterable[str], now: int) -> None:
         for a in sorted(set(addresses))
     ]
     if rows:
-        conn.execute(_insert(conn, agents).on_conflict_do_nothing(index_elements=["address_id"]), rows)
+        # no conflict target: ``address`` is unique as well as ``address_id``, and two replicas inserting the
+        # same new agent at once may collide on either index first (a targeted ON CONFLICT raised a 500 then)
+        conn.execute(_insert(conn, agents).on_conflict_do_nothing(), rows)
 
 
 def load_agents(conn: Connection, ids: Iterable[str]) -> dict[str, Mapping[Any, Any]]:
@@ -269,16 +271,51 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def key_prefix(key: str) -> str:
+    """How a key is named in ``keys list``, ``DELETE /v1/keys/{prefix}`` and audit events' ``"by"``.
+
+    A minted key (``axme_sa_`` + 43 random characters) shows its first 16 characters; a key chosen
+    by hand (``AXME_GATEWAY_ADMIN_KEY`` may be short) is named by its digest instead, so listing
+    keys never reveals most of a short key."""
+    if key.startswith("axme_sa_") and len(key) >= 40:
+        return key[:16]
+    return "key_" + hash_key(key)[:12]
+
+
 def insert_key(conn: Connection, key: str, org: str, *, admin: bool, agent: str | None, now: int) -> bool:
     """Store a key's hash; False when it already existed (e.g. the same AXME_GATEWAY_ADMIN_KEY on restart)."""
     stmt = _insert(conn, api_keys).values(
-        key_hash=hash_key(key), prefix=key[:12], org=org, is_admin=admin, agent=agent, created_at=now
+        key_hash=hash_key(key), prefix=key_prefix(key), org=org, is_admin=admin, agent=agent, created_at=now
     ).on_conflict_do_nothing(index_elements=["key_hash"])
-    return bool(conn.execute(stmt.returning(api_keys.c.key_hash)).first())
+    if conn.execute(stmt.returning(api_keys.c.key_hash)).first():
+        return True
+    # keys stored before key_prefix() existed were named by their first 12 characters
+    conn.execute(update(api_keys).where(api_keys.c.key_hash == hash_key(key)).values(prefix=key_prefix(key)))
+    return False
 
 
 def find_key(conn: Connection, key: str) -> Mapping[Any, Any] | None:
     return conn.execute(select(api_keys).where(api_keys.c.key_hash == hash_key(key))).mappings().first()
+
+
+def list_keys(conn: Connection, org: str, agent: str | None = None) -> list[Mapping[Any, Any]]:
+    """Keys of ``org`` (``*``: every key), only those bound to ``agent`` when given; oldest first."""
+    query = select(api_keys)
+    if org != "*":
+        query = query.where(api_keys.c.org == org)
+    if agent is not None:
+        query = query.where(api_keys.c.agent == agent)
+    return list(conn.execute(query.order_by(api_keys.c.created_at, api_keys.c.prefix)).mappings().all())
+
+
+def keys_by_prefix(conn: Connection, prefix: str) -> list[Mapping[Any, Any]]:
+    return list(conn.execute(select(api_keys).where(api_keys.c.prefix == prefix)).mappings().all())
+
+
+def delete_key(conn: Connection, key_hash: str) -> bool:
+    """Revoke: the row goes (every replica's next lookup misses it), and with it the key's dashboard sessions."""
+    conn.execute(sessions.delete().where(sessions.c.key_hash == key_hash))
+    return bool(conn.execute(api_keys.delete().where(api_keys.c.key_hash == key_hash)).rowcount)
 
 
 def has_admin_key(conn: Connection) -> bool:

@@ -20,7 +20,7 @@ from gateway_process import GatewayProcess
 
 NOW = "2026-11-29T12:00:00Z"  # a Sunday: the week started Monday Nov 23, the month Nov 1
 MAIN = "agent://acme/prod/researcher"
-XSS = "<script>alert(1)</script>"
+XSS = "<script>alert(1)"  # no "/": intent ids may not contain one (an unclosed script tag still runs if unescaped)
 XSS_MODEL = "<img src=x onerror=alert(2)>"
 OTHER = "agent://globex/dev/summarizer"
 

@@ -102,7 +102,7 @@ def test_user_strings_are_escaped(gateway: GatewayProcess) -> None:
     with http_login(gateway, gateway.admin_key) as http:
         body = http.get(f"/dashboard/agents/{_aid(gateway, MAIN)}", params={"view": "day", "intent": XSS}).text
     assert XSS not in body and XSS_MODEL not in body
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and "&lt;img src=x onerror=alert(2)&gt;" in body
+    assert "&lt;script&gt;alert(1)" in body and "&lt;img src=x onerror=alert(2)&gt;" in body
 
 
 @pytest.mark.parametrize("view,bucket", [("day", "hour"), ("week", "day"), ("month", "day")])
@@ -132,3 +132,21 @@ def test_policy_form_shows_the_api_validation_message_next_to_the_field(gateway:
             body = api.put(f"/v1/mesh/agents/{aid}/policies/cost", json={"max_cost_per_day_usd": "-5"}).json()
         assert body["error"]["details"]["errors"][0]["message"] == errors["max_cost_per_day_usd"]
         assert 'value="-5"' in resp.text  # the user's input is kept for correction
+
+
+def test_a_bound_admin_key_edits_only_its_own_agent(gateway: GatewayProcess) -> None:
+    sibling = "agent://acme/prod/sibling"
+    with gateway.client() as api:
+        assert api.post("/v1/mesh/heartbeat", json={"heartbeats": [{"agent": sibling, "metrics": {"cost_usd": "0.01"}}]}).status_code == 200
+    key = gateway.create_key("acme", admin=True, agent=MAIN)
+    with http_login(gateway, key) as http:
+        own = http.get(f"/dashboard/agents/{_aid(gateway, MAIN)}").text
+        assert "Save policy" in own and 'value="pause"' in own
+        other = http.get(f"/dashboard/agents/{_aid(gateway, sibling)}").text
+        assert "Save policy" not in other and 'value="kill"' not in other  # visible (same org), not editable
+        token = csrf_of(other)
+        refused = http.post(f"/dashboard/agents/{_aid(gateway, sibling)}/state", data={"csrf": token, "action": "kill"})
+        assert refused.status_code == 403 and MAIN in refused.text
+        refused = http.post(f"/dashboard/agents/{_aid(gateway, sibling)}/policy", data={"csrf": token, "max_cost_per_day_usd": "1"})
+        assert refused.status_code == 403
+    assert api_agent(gateway, sibling)["state"] == "active" and api_agent(gateway, sibling)["policy"] is None

@@ -14,6 +14,8 @@ from gateway_process import GatewayProcess
 from receivers import HTTPReceiver, SMTPReceiver
 
 AGENT = "agent://acme/production/alerting"
+#: the receivers listen on loopback, which webhooks may not reach unless allowed
+LOOPBACK_HOOKS = {"AXME_GATEWAY_WEBHOOK_ALLOW": "127.0.0.1"}
 
 
 def eventually(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
@@ -41,7 +43,7 @@ def _events(http: Any, type_: str) -> list[dict[str, Any]]:
 def test_thresholds_fire_once_on_every_channel(tmp_path: Path, db_url: str, receivers: tuple[SMTPReceiver, HTTPReceiver]) -> None:
     smtp, hooks = receivers
     gw = GatewayProcess(tmp_path, db_url=db_url, clock="2026-11-28T12:00:00Z",
-                        env={"AXME_GATEWAY_SMTP_URL": smtp.url, "AXME_GATEWAY_ALERT_BACKOFF": "0.05"})
+                        env={"AXME_GATEWAY_SMTP_URL": smtp.url, "AXME_GATEWAY_ALERT_BACKOFF": "0.05", **LOOPBACK_HOOKS})
     with gw, gw.client() as http:
         http.put(policy_path(AGENT), json={
             "max_cost_per_day_usd": "10", "alert_thresholds": [0.5, 0.8, 1.0],
@@ -71,7 +73,7 @@ def test_failing_channel_is_retried_recorded_and_never_blocks(tmp_path: Path, re
     smtp, hooks = receivers
     gw = GatewayProcess(tmp_path, clock="2026-11-28T12:00:00Z",
                         env={"AXME_GATEWAY_SMTP_URL": "smtp://127.0.0.1:9", "AXME_GATEWAY_ALERT_RETRIES": "3",
-                             "AXME_GATEWAY_ALERT_BACKOFF": "0.05"})
+                             "AXME_GATEWAY_ALERT_BACKOFF": "0.05", **LOOPBACK_HOOKS})
     with gw, gw.client() as http:
         http.put(policy_path(AGENT), json={"max_cost_per_day_usd": "1", "alert_thresholds": [1.0],
                                            "notify": {"email": ["x@example.com"], "webhook": hooks.url("/broken")}})

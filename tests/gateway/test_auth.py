@@ -91,7 +91,8 @@ def test_lists_never_show_another_org(gateway: GatewayProcess, world: dict[str, 
         agents = http.get("/v1/mesh/agents").json()
         assert agents["agents"] and all(a["address"].startswith("agent://acme/") for a in agents["agents"])
         events = http.get("/v1/mesh/events", params={"limit": 1000}).json()["events"]
-        assert all((e["agent"] or "").startswith("agent://acme/") for e in events)
+        assert events and all((e["agent"] or "").startswith("agent://acme/") for e in events if e["agent"] is not None)
+        assert all(e["type"].startswith("key.") and e["data"]["org"] == "acme" for e in events if e["agent"] is None)
         assert "globex" not in http.get("/v1/mesh/agents").text + http.get("/v1/mesh/events").text
 
 

@@ -40,15 +40,16 @@ def test_agents_list_has_axme_fields_and_health(clocked_gateway: GatewayProcess)
 
 
 def test_costs_series_and_breakdowns(gateway: GatewayProcess, agent: str) -> None:
+    tag = agent.rsplit("/", 1)[-1]  # intent ids may not contain "/"
     with gateway.client() as http:
-        send(http, entry(agent, "0.30", intent=f"a-{agent}", models={"gpt-4o": "0.20", "gpt-4o-mini": "0.10"}),
-             entry(agent, "0.70", intent=f"b-{agent}", models={"gpt-4o": "0.70"}))
+        send(http, entry(agent, "0.30", intent=f"a-{tag}", models={"gpt-4o": "0.20", "gpt-4o-mini": "0.10"}),
+             entry(agent, "0.70", intent=f"b-{tag}", models={"gpt-4o": "0.70"}))
         costs = http.get(f"/v1/mesh/agents/{path(agent)}/costs", params={"window": "hour"}).json()
         assert set(costs) >= {"address_id", "address", "window", "from", "to", "totals", "series", "by_intent", "by_model"}
         assert len(costs["series"]) == 24 and costs["series"][-1]["start"] == "2026-11-28T12:00:00Z"
         assert costs["series"][-1]["cost_usd"] == "1.00" and costs["totals"]["cost_usd"] == "1.00"
         assert [(m["model"], m["cost_usd"]) for m in costs["by_model"]] == [("gpt-4o", "0.90"), ("gpt-4o-mini", "0.10")]
-        assert [(i["intent_id"], i["cost_usd"]) for i in costs["by_intent"]] == [(f"b-{agent}", "0.70"), (f"a-{agent}", "0.30")]
+        assert [(i["intent_id"], i["cost_usd"]) for i in costs["by_intent"]] == [(f"b-{tag}", "0.70"), (f"a-{tag}", "0.30")]
         by_id = http.get(f"/v1/mesh/agents/{costs['address_id']}/costs").json()
         assert by_id["totals"] == costs["totals"] and len(by_id["series"]) == 30
         detail = http.get(f"/v1/mesh/agents/{costs['address_id']}").json()

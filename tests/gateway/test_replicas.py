@@ -19,13 +19,15 @@ from gateway_process import GatewayProcess
 from receivers import HTTPReceiver
 
 AGENTS = [f"agent://acme/production/worker-{i}" for i in range(4)]
+#: the webhook receiver listens on loopback, which webhooks may not reach unless allowed
+HOOK_ENV = {"AXME_GATEWAY_ALERT_BACKOFF": "0.05", "AXME_GATEWAY_WEBHOOK_ALLOW": "127.0.0.1"}
 
 
 @pytest.fixture
 def replicas(tmp_path: Path, db_url: str) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
-    a = GatewayProcess(tmp_path / "a", db_url=db_url, clock="2026-11-28T12:00:00Z", env={"AXME_GATEWAY_ALERT_BACKOFF": "0.05"})
+    a = GatewayProcess(tmp_path / "a", db_url=db_url, clock="2026-11-28T12:00:00Z", env=HOOK_ENV)
     b = GatewayProcess(tmp_path / "b", db_url=db_url, admin_key=a.admin_key, clock_file=a.clock_file,
-                       env={"AXME_GATEWAY_ALERT_BACKOFF": "0.05"})
+                       env=HOOK_ENV)
     with a, b:
         yield a, b
 

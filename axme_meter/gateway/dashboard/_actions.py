@@ -1,8 +1,10 @@
-"""The dashboard's writes: save a cost policy, pause / resume / kill.
+"""The dashboard's policy form: form fields to the API's JSON body, errors back to fields, saving.
 
 Validation goes through the API's own ``CostPolicy`` model and ``validate`` helper,
-so a form error says exactly what ``PUT …/policies/cost`` would say; the writes
-use the same ``_store`` calls and events as the API routes.
+so a form error says exactly what ``PUT …/policies/cost`` would say; the writes are
+``gateway._commands`` (the same scope checks and audit events as the API). The form
+shows webhook URLs redacted, as every read does; saving it unchanged keeps the
+stored URLs (``_redact.keep_secrets``).
 """
 
 from __future__ import annotations
@@ -13,16 +15,15 @@ from typing import Any
 from sqlalchemy import Engine
 from starlette.datastructures import FormData
 
-from .. import _queries, _store
+from .. import _commands
+from .._auth import Principal
 from .._errors import ApiError
-from .._ingest import in_transaction
-from .._schemas import CostPolicy, LIMIT_FIELDS
+from .._schemas import LIMIT_FIELDS, CostPolicy
 from ..routes._common import validate
 
 TEXT_FIELDS = ("action_on_breach", "timezone", "notify.slack_webhook", "notify.webhook")
 LIST_FIELDS = ("alert_thresholds", "notify.email")
 FORM_FIELDS = (*LIMIT_FIELDS, *TEXT_FIELDS, *LIST_FIELDS)
-TRANSITIONS = {"pause": ("paused", "agent.paused"), "resume": ("active", "agent.resumed"), "kill": ("killed", "agent.killed")}
 
 
 def _number(raw: str) -> Any:
@@ -77,40 +78,17 @@ def form_errors(exc: ApiError) -> dict[str, str]:
     return out
 
 
-def save_policy(engine: Engine, org: str, ref: str, form: FormData, now: datetime) -> tuple[dict[str, str], bool]:
-    """Validate and store; returns (errors by field, found). Same event as the API: ``policy.updated``."""
+def save_policy(engine: Engine, who: Principal, ref: str, form: FormData, now: datetime) -> dict[str, str]:
+    """Validate and store (``_commands.set_policy``); returns errors by field, ``{}`` when saved.
+
+    Refusals other than validation (403 outside the key's scope, 404) are raised as ``ApiError``."""
     try:
-        policy = validate(CostPolicy, policy_body(form))
+        _commands.set_policy(engine, who, ref, validate(CostPolicy, policy_body(form)), now)
     except ApiError as exc:
-        return form_errors(exc), True
-    ts = int(now.timestamp())
-
-    def tx(conn: Any) -> bool:
-        row = _queries.find_agent(conn, org, ref)
-        if row is None:
-            return False
-        _store.set_policy(conn, row["address_id"], policy.to_storage(), ts)
-        _store.add_event(conn, row["org"], row["address_id"], "policy.updated", {"agent": row["address"], "policy": policy.to_wire()}, ts)
-        return True
-
-    return {}, in_transaction(engine, tx)
-
-
-def change_state(engine: Engine, org: str, ref: str, action: str, now: datetime) -> bool:
-    """Pause / resume / kill with the API's event names; ``False`` if the agent is not visible."""
-    state, event = TRANSITIONS[action]
-    ts = int(now.timestamp())
-
-    def tx(conn: Any) -> bool:
-        row = _queries.find_agent(conn, org, ref)
-        if row is None:
-            return False
-        before = _store.set_state(conn, row["address_id"], state)
-        if before != state:
-            _store.add_event(conn, row["org"], row["address_id"], event, {"agent": row["address"], "from": before, "by": "admin"}, ts)
-        return True
-
-    return in_transaction(engine, tx)
+        if exc.status == 422:
+            return form_errors(exc)
+        raise
+    return {}
 
 
 def form_values(policy: dict[str, Any] | None, form: FormData | None = None) -> dict[str, str]:

@@ -8,13 +8,15 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from .._store import hash_key
+from ._session import close_session, is_https, open_session
 from ._web import checked_form, forbidden, gw, render, sessions, to_login
+
 
 async def login_page(request: Request) -> Response:
     store = sessions(request)
     session = store.load(request) or store.new()
     response = render(request, "login.html", session, error=None)
-    store.save(response, session, secure=request.url.scheme == "https")
+    store.save(response, session, secure=is_https(request))
     return response
 
 
@@ -27,17 +29,21 @@ async def login(request: Request) -> Response:
     if principal is None:
         return render(request, "login.html", session, status=401, error="That API key is not known to this gateway.")
     store = sessions(request)
+    sid = await run_in_threadpool(open_session, gw(request).engine, hash_key(key))
     response = RedirectResponse("/dashboard", status_code=303)
-    # the cookie holds the key's sha256 (as the database does), never the key itself
-    store.save(response, store.new(hash_key(key)), secure=request.url.scheme == "https")
+    # the cookie holds a random session id (its row names the key's digest), never the key itself
+    store.save(response, store.new(sid), secure=is_https(request))
     return response
 
 
 async def logout(request: Request) -> Response:
-    _form, _session, ok = await checked_form(request)
+    """Ends the session server-side: a copy of the cookie taken before logging out is useless afterwards."""
+    _form, session, ok = await checked_form(request)
     if not ok:
         return forbidden()
+    if session is not None and session.sid is not None:
+        await run_in_threadpool(close_session, gw(request).engine, session.sid)
     store = sessions(request)
     response = to_login()
-    store.save(response, store.new(), secure=request.url.scheme == "https")
+    store.save(response, store.new(), secure=is_https(request))
     return response

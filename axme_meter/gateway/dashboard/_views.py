@@ -10,7 +10,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
+from .. import _commands
 from .._auth import Principal
+from .._errors import ApiError
 from . import _actions, _breakdowns, _chart, _data
 from ._web import checked_form, forbidden, gw, read, render, to_login, who_is
 
@@ -112,9 +114,10 @@ async def save_policy(request: Request) -> Response:
     if refused is not None or who is None:
         return refused or to_login()
     ref = request.path_params["address_id"]
-    errors, found = await run_in_threadpool(_actions.save_policy, gw(request).engine, who.org, ref, form, gw(request).clock.now())
-    if not found:
-        return PlainTextResponse("not found", status_code=404)
+    try:
+        errors = await run_in_threadpool(_actions.save_policy, gw(request).engine, who, ref, form, gw(request).clock.now())
+    except ApiError as exc:
+        return _refusal(exc)
     page = await _agent_context(request, who)
     if page is None:
         return PlainTextResponse("not found", status_code=404)
@@ -130,9 +133,18 @@ async def change_state(request: Request) -> Response:
     if refused is not None or who is None:
         return refused or to_login()
     action = str(form.get("action") or "")
-    if action not in _actions.TRANSITIONS:
+    if action not in _commands.TRANSITIONS:
         return PlainTextResponse("unknown action", status_code=400)
     ref = request.path_params["address_id"]
-    if not await run_in_threadpool(_actions.change_state, gw(request).engine, who.org, ref, action, gw(request).clock.now()):
-        return PlainTextResponse("not found", status_code=404)
+    try:
+        await run_in_threadpool(_commands.change_state, gw(request).engine, who, ref, action, gw(request).clock.now())
+    except ApiError as exc:
+        return _refusal(exc)
     return RedirectResponse(f"/dashboard/agents/{ref}", status_code=303)
+
+
+def _refusal(exc: ApiError) -> Response:
+    """A command's refusal as the dashboard shows it: 404 "not found", 403 with the reason."""
+    if exc.status == 404:
+        return PlainTextResponse("not found", status_code=404)
+    return forbidden(exc.message) if exc.status == 403 else PlainTextResponse(exc.message, status_code=exc.status)

@@ -1,8 +1,8 @@
 """Plumbing every dashboard handler shares: templates, security headers, the session, the caller, reads.
 
-The caller is resolved from the session on every request (the key row is looked
-up by its digest), and reads run ``_queries`` with the caller's org scope, exactly
-like the JSON API does for ``x-api-key``.
+The caller is resolved from the server-side session on every request (session row
+joined with its key row), and reads run ``_queries`` with the caller's org scope,
+exactly like the JSON API does for ``x-api-key``.
 """
 
 from __future__ import annotations
@@ -12,16 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse
 
 from .._auth import Principal
-from .._db import api_keys
 from ._format import FILTERS
-from ._session import Session, Sessions
+from ._session import Session, Sessions, principal_of
 
 if TYPE_CHECKING:
     from .._app import Gateway
@@ -54,18 +52,11 @@ def render(request: Request, name: str, session: Session | None, status: int = 2
     return HTMLResponse(html, status_code=status, headers=_HEADERS)
 
 
-def principal_by_hash(engine: Any, digest: str) -> Principal | None:
-    """The key row behind a session, looked up per request so a deleted key ends the session at once."""
-    with engine.connect() as conn:
-        row = conn.execute(select(api_keys).where(api_keys.c.key_hash == digest)).mappings().first()
-    return Principal(row["org"], bool(row["is_admin"]), row["agent"]) if row else None
-
-
 async def who_is(request: Request) -> tuple[Session | None, Principal | None]:
     session = sessions(request).load(request)
-    if session is None or session.key is None:
+    if session is None or session.sid is None:
         return session, None
-    principal = await run_in_threadpool(principal_by_hash, gw(request).engine, session.key)
+    principal = await run_in_threadpool(principal_of, gw(request).engine, session.sid)
     return session, principal
 
 

@@ -15,6 +15,8 @@ def routes() -> list[Route]:
         Route("/metrics", system.metrics, methods=["GET"]),
         Route("/openapi.json", system.openapi, methods=["GET"]),
         Route("/v1/keys", system.create_key, methods=["POST"]),
+        Route("/v1/keys", system.list_keys, methods=["GET"]),
+        Route("/v1/keys/{prefix}", system.revoke_key, methods=["DELETE"]),
         Route("/v1/mesh/heartbeat", heartbeat.heartbeat, methods=["POST"]),
         Route("/v1/mesh/grants", grants.create_grants, methods=["POST"]),
         Route("/v1/mesh/intents", intents.create_intent, methods=["POST"]),

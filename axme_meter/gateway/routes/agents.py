@@ -10,14 +10,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .. import _queries, _store
-from .._auth import require_admin
-from .._errors import ApiError, bad_request, not_found
-from .._ingest import in_transaction
-from .._windows import WINDOWS, parse_instant
+from .. import _commands, _queries
+from .._errors import ApiError, not_found
+from .._windows import UTC, WINDOWS, iso, parse_instant
 from ._common import agent_ref, gateway, principal
 
-_TRANSITIONS = {"pause": ("paused", "agent.paused"), "resume": ("active", "agent.resumed"), "kill": ("killed", "agent.killed")}
+#: ``from`` / ``to`` must lie in this range: window math near year 1 or 9999 overflows, and no spend is older than 1970.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
 
 
 def _window(request: Request, default: str = "day") -> str:
@@ -32,9 +32,12 @@ def _instant(request: Request, name: str) -> datetime | None:
     if raw is None or raw == "":
         return None
     try:
-        return parse_instant(raw)
+        moment = parse_instant(raw)
     except (ValueError, OverflowError):
         raise ApiError(422, "validation_error", f"{name}: expected an ISO-8601 timestamp", {"field": name}) from None
+    if not EARLIEST <= moment <= LATEST:
+        raise ApiError(422, "validation_error", f"{name}: must lie between {iso(EARLIEST)} and {iso(LATEST)}", {"field": name})
+    return moment
 
 
 async def _read(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
@@ -83,49 +86,9 @@ async def change_state(request: Request) -> JSONResponse:
     """``POST …/pause|resume|kill`` (admin). Works for an agent that has not reported yet, by full address."""
     gw = gateway(request)
     who = principal(request)
-    require_admin(who)
     action = request.url.path.rsplit("/", 1)[-1]
-    state, event = _TRANSITIONS[action]
-    ref = agent_ref(request)
-    now = gw.clock.now()
-    ts = int(now.timestamp())
-
-    def tx(conn: Any) -> dict[str, Any] | None:
-        row = ensure_visible_agent(conn, who.org, ref, ts)
-        if row is None:
-            return None
-        before = _store.set_state(conn, row["address_id"], state)
-        if before != state:
-            _store.add_event(conn, row["org"], row["address_id"], event, {"agent": row["address"], "from": before, "by": "admin"}, ts)
-        status = _queries.load_status(conn, {**row, "state": state}, now)
-        return {"ok": True, "address_id": row["address_id"], "address": row["address"], "previous_state": before,
-                "state": status.state, "policies": [p.to_wire() for p in status.policies]}
-
-    found = await run_in_threadpool(in_transaction, gw.engine, tx)
-    if found is None:
-        raise not_found(f"agent {ref!r}")
-    return JSONResponse(found)
-
-
-def ensure_visible_agent(conn: Any, org: str, ref: str, ts: int) -> Any:
-    """Find the agent; a full address of the caller's org that never reported is created on the spot."""
-    row = _queries.find_agent(conn, org, ref)
-    if row is None and ref.startswith("agent://"):
-        try:
-            address = _validate(ref)
-        except ValueError:
-            raise bad_request(f"invalid agent address {ref!r}", code="validation_error", status=422, field="address_id") from None
-        if org != "*" and _store.org_of(address) != org:
-            return None
-        _store.ensure_agents(conn, [address], ts)
-        row = _queries.find_agent(conn, org, ref)
-    return row
-
-
-def _validate(ref: str) -> str:
-    from ..._attribution import validate_address
-
-    return validate_address(ref)
+    answer = await run_in_threadpool(_commands.change_state, gw.engine, who, agent_ref(request), action, gw.clock.now())
+    return JSONResponse(answer)
 
 
 async def list_events(request: Request) -> JSONResponse:
