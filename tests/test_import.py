@@ -27,7 +27,7 @@ def _orphan_spool(tmp_path: Path) -> Path:
     """A dead process's unsent entry, where any process for this gateway would find and adopt it."""
     from axme_meter._transport._spool import namespace
 
-    directory = tmp_path / "spool" / namespace("http://127.0.0.1:9")
+    directory = tmp_path / "spool" / namespace("http://127.0.0.1:9", "axme_sa_never_used")
     directory.mkdir(parents=True)
     state = directory / "proc-deadbeef0001.json"
     state.write_text(json.dumps({"instance": "deadbeef0001", "pid": 1, "entries": [{
