@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,76 @@ def set_aside(path: Path, reason: str) -> None:
         target = path
     log.warning("axme_meter: spool file %s is not a valid spool file (%s); set aside as %s. "
                 "Adoption goes on with the other files.", path.name, reason, target.name)
+
+
+def read_identity(directory: Path) -> dict[str, str] | None:
+    """The identity a spool directory belongs to; ``None`` for directories of earlier versions."""
+    try:
+        data = json.loads((directory / IDENTITY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def dead_states(directory: Path, exclude: Collection[str] = ()) -> list[tuple[Path, Path, int]]:
+    """State files whose process is gone, each with its lock now held by us: ``(state, lock, fd)``.
+
+    Lock files of dead processes that left nothing unsent are removed on the way."""
+    import fcntl
+
+    found: list[tuple[Path, Path, int]] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return found
+    present = set(names)
+    for name in names:
+        if not name.startswith("proc-") or name in exclude:
+            continue
+        if name.endswith(".lock"):
+            stem = name[: -len(".lock")]
+            if stem + ".json" not in present:
+                _remove_stale_lock(directory / name)  # a process that died with nothing unsent
+            continue
+        if not name.endswith(".json"):
+            continue
+        state = directory / name
+        lock = directory / (name[: -len(".json")] + ".lock")
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                log.debug("axme_meter: cannot lock %s: %s", lock, exc)
+            continue  # its owner is alive
+        found.append((state, lock, fd))
+    return found
+
+
+def _remove_stale_lock(lock: Path) -> None:
+    """Delete a dead process's lock file (and any half-written tmp); a live owner keeps its lock."""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return
+    try:
+        lock.unlink(missing_ok=True)
+        lock.with_name(lock.name[: -len(".lock")] + ".json.tmp").unlink(missing_ok=True)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class Spool:
@@ -232,66 +303,12 @@ class Spool:
 
         The caller must :meth:`save` the adopted entries first and then :meth:`release_orphans`.
         """
-        import fcntl
-
-        found: list[tuple[Path, Path, int]] = []
         if not self.writable:
-            return found
-        try:
-            names = os.listdir(self.dir)
-        except OSError:
-            return found
-        present = set(names)
-        for name in names:
-            if not name.startswith("proc-") or name in (self.state_path.name, self.lock_path.name):
-                continue
-            if name.endswith(".lock"):
-                stem = name[: -len(".lock")]
-                if stem + ".json" not in present:
-                    self._remove_stale_lock(self.dir / name)  # a process that died with nothing unsent
-                continue
-            if not name.endswith(".json"):
-                continue
-            state = self.dir / name
-            lock = self.dir / (name[: -len(".json")] + ".lock")
-            try:
-                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    log.debug("axme_meter: cannot lock %s: %s", lock, exc)
-                continue  # its owner is alive
-            found.append((state, lock, fd))
-        return found
+            return []
+        return dead_states(self.dir, exclude={self.state_path.name, self.lock_path.name})
 
     @staticmethod
-    def _remove_stale_lock(lock: Path) -> None:
-        """Delete a dead process's lock file (and any half-written tmp); a live owner keeps its lock."""
-        import fcntl
-
-        try:
-            fd = os.open(lock, os.O_RDWR)
-        except OSError:
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return
-        try:
-            lock.unlink(missing_ok=True)
-            lock.with_name(lock.name[: -len(".lock")] + ".json.tmp").unlink(missing_ok=True)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
-    @staticmethod
-    def release_orphans(orphans: list[tuple[Path, Path, int]], keep: set[Path] = frozenset()) -> None:  # type: ignore[assignment]
+    def release_orphans(orphans: list[tuple[Path, Path, int]], keep: Collection[Path] = ()) -> None:
         """Delete adopted files (only after our own state file holds their entries); ``keep`` are set aside."""
         for state, lock, fd in orphans:
             try:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 # Order is the order shown in --help.
-_COMMAND_MODULES = ("_demo", "_price", "_gateway", "_keys", "_policy", "_report")
+_COMMAND_MODULES = ("_demo", "_price", "_gateway", "_keys", "_policy", "_report", "_spool")
 
 
 def build_parser() -> argparse.ArgumentParser:
