@@ -140,21 +140,32 @@ def _metrics(totals: Totals, names: tuple[str, ...]) -> dict[str, Any]:
 def split(pending: Pending) -> list[Pending]:
     """``pending`` as parts that each fit in one entry (almost always just ``[pending]``).
 
-    Every counter is divided among the parts with the remainder on the first, so the
-    parts add up exactly; each part keeps the bucket's window and price version."""
+    The calls are shared out as evenly as possible and every other counter in proportion
+    to them (remainders on the first part), so the parts add up exactly and each keeps
+    the bucket's cost per call (the gateway's sanity limit is per call). Parts aim at
+    half an entry, which leaves room for rounding and for the next bucket."""
     totals = pending.totals
-    parts = max(1, -(-totals.cost_pico // MAX_ENTRY_PICO), *(-(-getattr(totals, n) // MAX_COUNT) for n in _COUNTS))
+    parts = max(1, -(-2 * totals.cost_pico // MAX_ENTRY_PICO), *(-(-2 * getattr(totals, n) // MAX_COUNT) for n in _COUNTS))
     if parts == 1:
         return [pending]
+    calls = totals.calls
+    shares = [calls // parts + (1 if i < calls % parts else 0) for i in range(parts)] if calls >= parts else [1] * parts
+    weight = sum(shares)
     out: list[Pending] = []
-    for i in range(parts):
+    for share in shares:
         part = Pending(pending.window_start)
         part.window_end = pending.window_end
         part.pricing_version = pending.pricing_version
-        for name in ("cost_pico", *_COUNTS):
-            whole = getattr(totals, name)
-            setattr(part.totals, name, whole // parts + (whole % parts if i == 0 else 0))
         out.append(part)
+    for name in ("cost_pico", *_COUNTS):
+        whole = getattr(totals, name)
+        if name == "calls":
+            pieces = list(shares) if calls >= parts else [0] * parts
+        else:
+            pieces = [whole * share // weight for share in shares]
+        pieces[0] += whole - sum(pieces)
+        for part, piece in zip(out, pieces):
+            setattr(part.totals, name, piece)
     return out
 
 

@@ -47,7 +47,7 @@ from ._entries import Entry, probe_entry, split
 from ._flush_result import FlushResult
 from ._gateway_http import Answer, GatewayHTTP, GatewayUnreachable
 from ._quarantine import Quarantine, Refusal
-from ._spool import Spool, SpoolFileError, default_root, key_prefix, read_state, set_aside
+from ._spool import RETRY_DISK_EVERY, Spool, SpoolFileError, default_root, key_prefix, read_state, set_aside
 
 log = logging.getLogger("axme_meter")
 
@@ -281,6 +281,8 @@ class Sender:
         wakes: list[float] = []
         if self.dirty:
             wakes.append(self._last_checkpoint + CHECKPOINT_EVERY)
+        if self._unsaved():
+            wakes.append(self._last_checkpoint + RETRY_DISK_EVERY)
         due = self._due_at()
         if due is not None:
             wakes.append(due)
@@ -297,7 +299,8 @@ class Sender:
 
     def _tick(self, now: float) -> None:
         self._check_fail_closed(now)
-        if self.dirty and now >= self._last_checkpoint + CHECKPOINT_EVERY:
+        if (self.dirty and now >= self._last_checkpoint + CHECKPOINT_EVERY) or (
+                self._unsaved() and now >= self._last_checkpoint + RETRY_DISK_EVERY):
             self.checkpoint()
         due = self._due_at()
         early = self._early and now >= max(self._last_send + self._early_gap(), self._retry_at)
@@ -351,6 +354,10 @@ class Sender:
             self._drain_locked()
             self._save_locked()
         self._last_checkpoint = time.monotonic()
+
+    def _unsaved(self) -> bool:
+        """Unsent state that the disk refused to take: try again soon, not only at the next call or send."""
+        return self._changed and self._spool is not None and not self._spool.writable
 
     def _has_data(self) -> bool:
         return bool(self._open or self._frozen or self.dirty)

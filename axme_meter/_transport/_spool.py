@@ -274,6 +274,8 @@ class Spool:
         """Atomically replace our state file (removed when there is nothing left to send).
 
         False when the disk refused (the caller keeps the state marked changed and tries again later)."""
+        if not entries and not self._has_file:
+            return True  # nothing on disk, nothing to write
         if self._lock_fd is None:
             if not self._may_retry() or not self.open():
                 return False

@@ -66,8 +66,8 @@ def current(row: Mapping[Any, Any], now_ts: float) -> dict[str, Any] | None:
         return None
     if resets_at is None and now_ts - seen > UNTIMED_SECONDS:
         return None
-    if (row.get("policy_updated_at") or 0) > seen:
-        return None  # the policy changed after the report: the client's view of it is stale
+    if (row.get("policy_updated_at") or 0) >= seen:
+        return None  # the policy changed since the report (same second counts): the client's view is stale
     return {k: stored.get(k) for k in ("policy", "limit", "spent", "resets_at", "at", "source")}
 
 

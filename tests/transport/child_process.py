@@ -26,7 +26,7 @@ sys.path[:0] = [str(HERE.parent.parent), str(HERE.parent), str(HERE)]
 
 import axme_meter  # noqa: E402
 
-AGENT = "agent://acme/prod/research"
+AGENT = os.environ.get("CHILD_AGENT", "agent://acme/prod/research")
 
 
 def _client_without_httpx() -> object:

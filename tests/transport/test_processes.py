@@ -238,3 +238,26 @@ def test_multiprocessing_fork_child_flushes_on_exit(metered: StubGateway) -> Non
     proc.join(timeout=60)
     assert proc.exitcode == 0
     assert metered.total_cost("agent://acme/prod/mp-child") == 2 * CALL
+
+
+def test_a_full_disk_that_frees_up_resumes_the_spool_without_a_restart(gw: StubGateway, spool_dir: Path) -> None:
+    """Writes fail (EFBIG), the spool goes memory-only with one warning, and the same process writes
+    everything to disk again once there is room: a SIGKILL after that loses nothing."""
+    gw.mode = "down"
+    env = _env(gw, spool_dir)
+    script = str(Path(__file__).with_name("child_disk_full.py"))
+    child = subprocess.Popen([sys.executable, script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        priced = json.loads(child.stdout.readline())
+        assert child.stdout.readline().strip() == "ready"
+        child.send_signal(signal.SIGKILL)
+        _, stderr = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert priced["calls"] == priced["spooled_calls"] == 3  # the calls made while the disk was full are on disk now
+    assert stderr.count("is not writable") == 1 and stderr.count("is writable again") == 1
+    gw.mode = "ok"
+    assert json.loads(_run("flush", env).stdout)["flushed"]
+    assert gw.total_cost() == Decimal(priced["cost"]) == 3 * CALL
