@@ -123,7 +123,7 @@ def worker(config: dict[str, Any]) -> None:
     for thread in threads:
         thread.join()
     counts["seconds"] = round(time.monotonic() - started, 3)
-    counts["flushed"] = axme_meter.flush(timeout=20)
+    counts["flushed"] = bool(axme_meter.flush(timeout=20))
     counts["heartbeat_requests"] = int(axme_meter.transport_status().get("requests", 0) or 0)
     print("RESULT " + json.dumps(counts), flush=True)
 

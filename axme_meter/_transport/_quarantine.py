@@ -80,6 +80,7 @@ class AgentTally:
     entries: int = 0
     cost_pico: int = 0
     reason: str = ""
+    codes: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -120,10 +121,15 @@ class Quarantine:
                 fresh[entry.agent] = (0, reason)
             tally.entries += 1
             tally.cost_pico += entry.totals.cost_pico
+            tally.codes.add(reason.code)
             if entry.agent in fresh:
                 fresh[entry.agent] = (fresh[entry.agent][0] + entry.totals.cost_pico, reason)
         for agent, (pico, reason) in fresh.items():
             self._warn(agent, pico, reason)
+
+    def refused_code(self, code: str) -> list[str]:
+        """Agents with entries refused with ``code`` (e.g. ``forbidden``)."""
+        return sorted(a for a, t in self.by_agent.items() if code in t.codes)
 
     def _warn(self, agent: str, pico: int, reason: Refusal) -> None:
         where = str(self.path) if self.path is not None and self.path.exists() else "memory only: the spool is not writable"

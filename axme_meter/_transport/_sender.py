@@ -103,12 +103,20 @@ class Sender:
         self._reports = BlockReports(self.instance)
         #: False once the gateway refused the ``blocks`` field (an older gateway, AXME Cloud): never sent again.
         self._blocks_supported = True
-        #: ``ok`` | ``unreachable`` | ``unauthorized`` | ``forbidden``: see ``transport_status()``.
-        self.state = OK
+        #: How the last exchange went: ``ok`` | ``unreachable`` | ``unauthorized`` (see :attr:`state`).
+        self._link = OK
         #: Counters for status output, tests and the benchmark.
         self.requests = 0
         self.acked = 0
         self.last_error: str | None = None
+
+    @property
+    def state(self) -> str:
+        """``unauthorized`` or ``unreachable`` while the gateway refuses the key or cannot be reached; else
+        ``forbidden`` once the key was refused an agent (that spend is quarantined); else ``ok``."""
+        if self._link != OK:
+            return self._link
+        return FORBIDDEN_STATE if self._quarantine.refused_code(FORBIDDEN) else OK
 
     # ------------------------------------------------------------------ caller-thread hooks
 
@@ -495,7 +503,7 @@ class Sender:
             self._note_unauthorized()
             return False
         if kind == SPLIT:
-            self._note_success(set())
+            self._note_success()
             if chunk[0].probe:
                 return True  # a zero-cost question was refused: nothing to keep
             if len(chunk) > 1:
@@ -518,7 +526,7 @@ class Sender:
 
     def _accepted(self, chunk: list[Entry], base: dict[str, int], answer: Answer, keys: list[Key]) -> bool:
         results = parse_results(answer.body)
-        refused = self._acknowledge(chunk, results, answer.status)
+        self._acknowledge(chunk, results, answer.status)
         states = parse_agents(answer.body)
         self.budget.apply_answer(states, base)
         error = parse_error(answer.body) if answer.status >= 400 else None
@@ -527,7 +535,7 @@ class Sender:
             agents = {e.agent for e in chunk}
             self.budget.apply_error(error, fallback_agent=next(iter(agents)) if len(agents) == 1 else None)
         self._reports.delivered(keys)
-        self._note_success({e.agent for e, r in refused if r.code == FORBIDDEN})
+        self._note_success()
         return not any(not e.probe and e.id in self._frozen for e in chunk)
 
     def _acknowledge(self, chunk: list[Entry], results: dict[str, EntryResult] | None,
@@ -562,8 +570,6 @@ class Sender:
             self._changed = True
             self._quarantine_locked(refused)
             self._save_locked()
-        if reason.code == FORBIDDEN:
-            self.state = FORBIDDEN_STATE
 
     def _quarantine_locked(self, refused: list[tuple[Entry, Refusal]]) -> None:
         if refused:
@@ -586,7 +592,7 @@ class Sender:
     def _note_failure(self, reason: str) -> None:
         now = time.monotonic()
         self.last_error = reason
-        self.state = UNREACHABLE
+        self._link = UNREACHABLE
         self._last_failure = now
         if self._down_since is None:
             self._down_since = now
@@ -597,7 +603,7 @@ class Sender:
         """401: the key is unknown or revoked. Said once (URL, key prefix, what to do); retried slowly."""
         now = time.monotonic()
         self.last_error = "HTTP 401 unauthorized"
-        self.state = UNAUTHORIZED_STATE
+        self._link = UNAUTHORIZED_STATE
         self._last_failure = now
         if self._down_since is None:
             self._down_since = now  # fail_mode="closed" applies: nothing this process spends is enforced
@@ -609,7 +615,7 @@ class Sender:
         self._check_fail_closed(now)
         self._schedule_retry(UNAUTHORIZED_RETRY)
 
-    def _note_success(self, forbidden: set[str]) -> None:
+    def _note_success(self) -> None:
         if self._down_since is not None:
             log.info("axme_meter: gateway %s reachable again", self.gateway_url)
             self._down_since = None
@@ -617,7 +623,7 @@ class Sender:
             with self._state_lock:
                 self._adopt_orphans_locked()  # processes that died during the outage
         self.last_error = None
-        self.state = FORBIDDEN_STATE if forbidden else OK
+        self._link = OK
 
     def _check_fail_closed(self, now: float) -> None:
         s = _config.settings
@@ -659,7 +665,7 @@ class Sender:
             if answer.status == 429 and error is None:
                 error = BlockError("budget_exceeded", "")
             if error is not None and (answer.status == 429 and error.code not in ("rate_limited", "rate_limit_exceeded") or error.is_block):
-                self._note_success(set())
+                self._note_success()
                 block = self.budget.apply_error(error, fallback_agent=agent)
                 if block is not None:
                     raise block.error(error.agent or agent, intent_id)
@@ -674,7 +680,7 @@ class Sender:
             self._warn_once(f"intent{answer.status}", f"axme_meter: intent registration answered HTTP {answer.status} "
                             f"({describe(answer)}); continuing without it")
         else:
-            self._note_success(set())
+            self._note_success()
 
     # ------------------------------------------------------------------ status
 
@@ -693,7 +699,7 @@ class Sender:
             "requests": self.requests,
             "acked": self.acked,
             "quarantined": self._quarantine.status(),
-            "forbidden_agents": sorted(a for a, t in self._quarantine.by_agent.items() if t.reason.startswith(FORBIDDEN)),
+            "forbidden_agents": self._quarantine.refused_code(FORBIDDEN),
             "spool_dir": str(self._spool.dir) if self._spool is not None else None,
             "spool_writable": bool(self._spool and self._spool.writable),
             "unreachable_for": None if self._down_since is None else round(now - self._down_since, 3),

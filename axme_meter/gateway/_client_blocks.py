@@ -12,8 +12,9 @@ it saw only the spend. The client's next heartbeat carries ``blocks`` (see
   while the block is current.
 
 Current means: its ``resets_at`` has not passed (a block without one, such as
-fail-closed, holds for :data:`UNTIMED_SECONDS` after it was last reported), no policy
-was saved since, and the reporting process has not spent for the agent since.
+fail-closed, holds for :data:`UNTIMED_SECONDS` after it was last reported), and the
+reporting process has not spent for the agent since without reporting it. Saving or
+deleting the agent's policy clears it (``_store.set_policy``): it was about the old one.
 """
 
 from __future__ import annotations
@@ -66,8 +67,6 @@ def current(row: Mapping[Any, Any], now_ts: float) -> dict[str, Any] | None:
         return None
     if resets_at is None and now_ts - seen > UNTIMED_SECONDS:
         return None
-    if (row.get("policy_updated_at") or 0) >= seen:
-        return None  # the policy changed since the report (same second counts): the client's view is stale
     return {k: stored.get(k) for k in ("policy", "limit", "spent", "resets_at", "at", "source")}
 
 

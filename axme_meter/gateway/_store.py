@@ -273,9 +273,10 @@ def set_state(conn: Connection, aid: str, state: str) -> str | None:
 
 
 def set_policy(conn: Connection, aid: str, policy: Mapping[Any, Any] | None, now: int) -> None:
+    """Save (or delete) the cost policy; a client-reported block was about the old one, so it is cleared."""
     conn.execute(
         update(agents).where(agents.c.address_id == aid).values(
-            policy=json.dumps(dict(policy)) if policy is not None else None, policy_updated_at=now
+            policy=json.dumps(dict(policy)) if policy is not None else None, policy_updated_at=now, client_block=None
         )
     )
 

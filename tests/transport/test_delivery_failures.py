@@ -119,7 +119,7 @@ def test_a_refused_entry_left_in_the_spool_does_not_switch_enforcement_off(gw: G
     result = axme_meter.flush(timeout=10)
     assert _cost(gw, AGENT) == spent  # every cent of this process's spend reached the gateway
     assert _cost(gw, FOREIGN) == 0
-    assert result.refused_entries == 1 and result.refused_usd == 2 * CALL and not result.some_pending
+    assert result.refused_usd == 2 * CALL and not result.some_pending  # (one entry, or two if A's first send was tried)
     assert axme_meter.transport_status()["quarantined"]["by_agent"][FOREIGN]["reason"].startswith("forbidden")
     assert not _pending_files(spool, proxy.url, key)  # nothing is waiting to block the next process
 
@@ -241,7 +241,7 @@ def test_spend_for_a_gateway_that_moved_is_listed_and_retargeted(gw: GatewayProc
     assert listed.returncode == 0, listed.stderr
     rows = {r["dir"]: r for r in json.loads(listed.stdout)}
     old = rows[namespace(proxy.url, key)]
-    assert old["gateway_url"] == proxy.url and old["pending_entries"] == 1 and old["pending_usd"] == "0.015"
+    assert old["gateway_url"] == proxy.url and old["pending_entries"] >= 1 and old["pending_usd"] == "0.015"
     assert old["current"] is False and key not in listed.stdout and old["key_prefix"] in key[:12] + "…"
     text = subprocess.run([sys.executable, "-m", "axme_meter", "spool", "list"], env=new_env, capture_output=True,
                           text=True, timeout=60, cwd=str(ROOT)).stdout
@@ -250,7 +250,7 @@ def test_spend_for_a_gateway_that_moved_is_listed_and_retargeted(gw: GatewayProc
     moved = subprocess.run([sys.executable, "-m", "axme_meter", "spool", "retarget", old["dir"]], env=new_env,
                            capture_output=True, text=True, timeout=60, cwd=str(ROOT))
     assert moved.returncode == 0, moved.stderr
-    assert "moved 1 unsent entries ($0.015)" in moved.stdout
+    assert f"moved {old['pending_entries']} unsent entries ($0.015)" in moved.stdout
     assert _child("flush", new_env)["flushed"] is True
     assert _cost(gw, AGENT) == 2 * CALL
 
