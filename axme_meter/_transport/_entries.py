@@ -151,12 +151,10 @@ def split(pending: Pending) -> list[Pending]:
     calls = totals.calls
     shares = [calls // parts + (1 if i < calls % parts else 0) for i in range(parts)] if calls >= parts else [1] * parts
     weight = sum(shares)
-    out: list[Pending] = []
-    for share in shares:
-        part = Pending(pending.window_start)
+    out = [Pending(pending.window_start) for _ in shares]
+    for part in out:
         part.window_end = pending.window_end
         part.pricing_version = pending.pricing_version
-        out.append(part)
     for name in ("cost_pico", *_COUNTS):
         whole = getattr(totals, name)
         if name == "calls":

@@ -488,15 +488,15 @@ class Sender:
         kind = classify(answer)
         if kind == SPLIT and blocks:
             # Maybe it is the ``blocks`` field this gateway does not know (an older gateway, AXME Cloud).
-            answer = self._post(chunk, timeout, [])
-            if answer is None:
+            retry = self._post(chunk, timeout, [])
+            if retry is None:
                 return False
-            kind = classify(answer)
-            if kind != SPLIT:
+            if classify(retry) != SPLIT:
                 self._blocks_supported = False
                 log.info("axme_meter: gateway %s does not accept client-side block reports; not sending them",
                          self.gateway_url)
-            blocks, keys = [], []
+                answer, kind, blocks, keys = retry, classify(retry), [], []
+            # else the blocks were not the cause: the halves below still carry them
         if kind == ACCEPTED:
             return self._accepted(chunk, base, answer, keys)
         if kind == UNAUTHORIZED:
@@ -505,6 +505,7 @@ class Sender:
         if kind == SPLIT:
             self._note_success()
             if chunk[0].probe:
+                self._reports.delivered(keys)  # answered, if not liked: don't ask again every second
                 return True  # a zero-cost question was refused: nothing to keep
             if len(chunk) > 1:
                 # The request as a whole was refused: find the entry that causes it by halving.

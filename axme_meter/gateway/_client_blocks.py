@@ -50,10 +50,10 @@ def record(conn: Connection, rows: Mapping[str, Mapping[Any, Any]], blocks: Sequ
     for address, instance in sorted(set(spenders)):
         if address in reported or not instance:
             continue
-        row = rows.get(_store.address_id(address))
-        stored = _load(row)
-        if stored is not None and stored.get("instance") == instance:
-            _store.set_client_block(conn, row["address_id"], None)  # type: ignore[index]
+        spender = rows.get(_store.address_id(address))
+        stored = _load(spender)
+        if spender is not None and stored is not None and stored.get("instance") == instance:
+            _store.set_client_block(conn, spender["address_id"], None)
 
 
 def current(row: Mapping[Any, Any], now_ts: float) -> dict[str, Any] | None:

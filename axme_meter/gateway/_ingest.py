@@ -158,12 +158,12 @@ def _record_ids(conn: Connection, addresses: Sequence[str], ids: Sequence[str], 
         if i in fresh:
             outcomes.append((RECORDED, None))
             continue
-        aid, digest = known.get(key, (_store.address_id(address), None))
-        if aid != _store.address_id(address):
+        stored_aid, stored_digest = known.get(key, (_store.address_id(address), None))
+        if stored_aid != _store.address_id(address):
             outcomes.append((CONFLICT, f"entry id {entry_id!r} was already recorded for another agent; "
                                        "nothing was booked (every entry needs an id of its own)"))
-        elif digest is not None and digest != digests[i]:
-            outcomes.append((CONFLICT, f"entry id {entry_id!r} was already recorded with different amounts; "
+        elif stored_digest is not None and stored_digest != digests[i]:
+            outcomes.append((CONFLICT, f"entry id {entry_id!r} was already recorded with different amounts or intent; "
                                        "nothing was booked (a replay must carry the same content)"))
         else:
             outcomes.append((DUPLICATE, None))

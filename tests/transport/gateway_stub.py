@@ -56,6 +56,8 @@ class StubGateway:
         self.legacy = False
         #: Every ``blocks`` item the client reported, in order.
         self.blocks: list[dict[str, Any]] = []
+        #: False: refuse a batch carrying ``blocks`` with 422, as gateways before client block reports did.
+        self.accepts_blocks = True
         self.server = _QuietServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -178,6 +180,10 @@ class StubGateway:
                     self._send(503, {"error": {"code": "unavailable", "message": "down"}})
                     return
                 if isinstance(body, dict) and isinstance(body.get("blocks"), list):
+                    if not stub.accepts_blocks:
+                        self._send(422, {"error": {"code": "validation_error", "message": "blocks: Extra inputs are not "
+                                                   "permitted", "details": {"field": "blocks"}}})
+                        return
                     with stub.lock:
                         stub.blocks.extend(body["blocks"])
                 refusals = [stub._refusal(e, self.headers.get("x-api-key")) for e in entries]
