@@ -111,8 +111,9 @@ class Quarantine:
         """Keep refused entries with their reasons (on disk when the spool is ``writable``); warn once per agent."""
         if not refused:
             return
-        if not writable or not self._append(refused):
-            self.in_memory.extend(refused)
+        waiting, self.in_memory = self.in_memory, []  # refused while the disk was unusable: written now if it can be
+        if not writable or not self._append(waiting + refused):
+            self.in_memory = waiting + refused
         fresh: dict[str, tuple[int, Refusal]] = {}
         for entry, reason in refused:
             tally = self.by_agent.get(entry.agent)

@@ -100,6 +100,10 @@ def _run(args: argparse.Namespace) -> int:
     except SpoolError as exc:
         print(f"axme-meter spool {args.spool_command}: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"axme-meter spool {args.spool_command}: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
 
 
 # ---------------------------------------------------------------------- where things are
