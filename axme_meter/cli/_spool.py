@@ -147,13 +147,7 @@ def _identity(args: argparse.Namespace, *, required: bool) -> tuple[str, str | N
 
 
 def _scan(root: Path, current: str | None) -> list[Directory]:
-    try:
-        names = sorted(p for p in root.iterdir() if p.is_dir())
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise SpoolError(f"cannot read the spool directory {root}: {exc.strerror or exc}") from None
-    return [_inspect(path, path.name == current) for path in names]
+    return [_inspect(path, path.name == current) for path in _dirs(root)]
 
 
 def _inspect(path: Path, current: bool) -> Directory:
@@ -246,16 +240,36 @@ def _show_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
-def _select(directory: Path, ids: list[str], everything: bool) -> list[Held]:
-    held = _quarantine.read(directory) if directory.is_dir() else []
+def _select(args: argparse.Namespace, everything: bool) -> tuple[str, list[Held]]:
+    """The quarantined entries a command acts on, and where they were looked for.
+
+    Named IDs are looked for in every spool directory unless ``--dir`` narrows it (ids are unique,
+    and the key used to re-send them is often not the one they were booked under); without IDs,
+    the current identity's directory (or ``--dir``)."""
+    ids = list(getattr(args, "ids", []) or [])
+    if ids and not getattr(args, "directory", None):
+        root = _root(args)
+        where = str(root)
+        held = [h for d in _dirs(root) for h in _quarantine.read(d)]
+    else:
+        directory = _chosen_dir(args)
+        where = str(directory)
+        held = _quarantine.read(directory) if directory.is_dir() else []
     if everything or not ids:
-        return held
+        return where, held
     wanted = set(ids)
     chosen = [h for h in held if h.id in wanted]
     missing = wanted - {h.id for h in chosen}
     if missing:
-        raise SpoolError(f"not quarantined in {directory.name}: {', '.join(sorted(missing))}")
-    return chosen
+        raise SpoolError(f"not quarantined in {where}: {', '.join(sorted(missing))}")
+    return where, chosen
+
+
+def _dirs(root: Path) -> list[Path]:
+    try:
+        return sorted(p for p in root.iterdir() if p.is_dir())
+    except FileNotFoundError:
+        return []
 
 
 def _rewrite(held: list[Held], drop: set[tuple[Path, str]], update: dict[tuple[Path, str], Refusal]) -> None:
@@ -270,12 +284,11 @@ def _rewrite(held: list[Held], drop: set[tuple[Path, str]], update: dict[tuple[P
 def _discard(args: argparse.Namespace) -> int:
     if not args.ids and not args.all:
         raise SpoolError("name the entries to discard (IDs from `axme-meter spool quarantine`) or pass --all")
-    directory = _chosen_dir(args)
-    chosen = _select(directory, args.ids, args.all)
+    where, chosen = _select(args, args.all)
     _rewrite(chosen, {(h.path, h.id) for h in chosen}, {})
     total = sum(h.cost_pico for h in chosen)
     _print(args, {"discarded": len(chosen), "cost_usd": money(total)},
-           f"discarded {len(chosen)} quarantined entries (${money(total)}) from {directory}")
+           f"discarded {len(chosen)} quarantined entries (${money(total)}) from {where}")
     return 0
 
 
@@ -296,10 +309,9 @@ def _resend(args: argparse.Namespace) -> int:
         url = validate_url(url, allow_insecure_http=args.allow_insecure_http)
     except ValueError as exc:
         raise SpoolError(str(exc)) from None
-    directory = _chosen_dir(args)
-    chosen = _select(directory, args.ids, False)
+    where, chosen = _select(args, False)
     if not chosen:
-        _print(args, {"resent": 0}, f"nothing quarantined in {directory}")
+        _print(args, {"resent": 0}, f"nothing quarantined in {where}")
         return 0
     sendable: list[tuple[Held, Entry]] = []
     for h in chosen:
