@@ -15,8 +15,9 @@ from __future__ import annotations
 from ._attribution import InvalidAgentAddress, agent, bind, intent
 from ._client import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, EstimatedPriceWarning, OpenAI, UnpricedCallWarning
 from ._config import configure
-from ._errors import BudgetExceeded, UnknownModelError
+from ._errors import BudgetExceeded, ConfigError, UnknownModelError
 from ._meter import Spend, Totals, meter as _meter
+from ._transport._flush_result import FlushResult
 from . import _runtime
 
 __version__ = "0.1.0"
@@ -26,7 +27,9 @@ __all__ = [
     "AsyncOpenAI",
     "AzureOpenAI",
     "BudgetExceeded",
+    "ConfigError",
     "EstimatedPriceWarning",
+    "FlushResult",
     "InvalidAgentAddress",
     "OpenAI",
     "Spend",
@@ -58,16 +61,24 @@ def reset_spend() -> None:
     _meter.reset()
 
 
-def flush(timeout: float = 5.0) -> bool:
+def flush(timeout: float = 5.0) -> FlushResult:
     """Send all unsent spend to the gateway now, bounded by ``timeout`` seconds.
 
-    Returns True when the gateway acknowledged everything (or there is no gateway:
-    meter-only mode has nothing to deliver). On False the rest is on disk in the
-    spool and is re-sent by the background sender or the next process.
+    The result is truthy when the gateway has everything this process metered (or
+    there is no gateway: meter-only mode has nothing to deliver). When it is falsy,
+    ``result.some_pending`` means spend is still on its way (kept in the spool and
+    re-sent by the background sender or the next process) and ``result.some_refused``
+    means the gateway refused some for good (quarantined with the reason; see
+    ``axme-meter spool quarantine``). ``result.state`` tells why delivery is stuck.
     """
     return _runtime.default().flush(timeout)
 
 
 def transport_status() -> dict[str, object]:
-    """Where delivery and enforcement stand: mode, gateway, pending entries, spool, blocks. Never the API key."""
+    """Where delivery and enforcement stand. Never the API key.
+
+    ``state`` is ``ok``, ``unreachable`` (connection error, 5xx, timeout), ``unauthorized``
+    (401: the key is unknown or revoked) or ``forbidden`` (the key may not write an agent);
+    also the gateway, pending entries, quarantined spend, the spool and the blocks.
+    """
     return _runtime.default().status()

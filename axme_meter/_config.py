@@ -3,6 +3,11 @@
 Other modules read :data:`settings`. ``configure()`` applies changes to the
 process runtime (``_runtime.py``: budget, sender) directly, and tells the
 :func:`on_change` listeners (pricing reloads its table).
+
+A bad environment variable does not fail ``import axme_meter`` (the gateway and
+the CLI import the package too): it is kept in :data:`problems` and raised as one
+:class:`~axme_meter.ConfigError` when the settings are first used (:func:`check`,
+called when the runtime is installed), unless ``configure()`` replaced that setting.
 """
 
 from __future__ import annotations
@@ -15,21 +20,67 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import _attribution
+from ._errors import ConfigError
 
 FailMode = Literal["open", "closed"]
+_SECONDS = "a number of seconds greater than 0, such as 30"
+_BOOL = "one of 1, true, yes, 0, false, no (or unset)"
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
+
+#: Setting name -> the environment problem found for it (raised by :func:`check`).
+problems: dict[str, ConfigError] = {}
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
+def _seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """A positive number of seconds (or >= 0); ``ConfigError`` naming ``name`` otherwise."""
+    expected = "a number of seconds >= 0" if allow_zero else _SECONDS
+    if isinstance(value, bool):
+        raise ConfigError(name, expected, value)
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(name, expected, value) from None
+    if not (seconds >= 0 if allow_zero else seconds > 0) or seconds == float("inf"):
+        raise ConfigError(name, expected, value)
+    return seconds
+
+
+def _env(field_name: str, variable: str, parse: Callable[[str], Any], default: Any) -> Any:
+    """Parse one environment variable; a bad value is remembered for :func:`check` and the default used meanwhile."""
+    raw = os.environ.get(variable)
     if raw is None or raw == "":
         return default
     try:
-        value = float(raw)
+        return parse(raw)
+    except ConfigError as exc:
+        problems[field_name] = exc
     except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be greater than 0, got {raw!r}")
-    return value
+        problems[field_name] = ConfigError(variable, "valid", raw)
+    return default
+
+
+def _env_bool(variable: str) -> Callable[[str], bool]:
+    def parse(raw: str) -> bool:
+        value = raw.strip().lower()
+        if value not in _TRUE | _FALSE:
+            raise ConfigError(variable, _BOOL, raw)
+        return value in _TRUE
+
+    return parse
+
+
+def _env_agent(raw: str) -> str:
+    try:
+        return _attribution.validate_address(raw)
+    except ValueError:
+        raise ConfigError("AXME_AGENT", f"an agent address of the form {_attribution.ADDRESS_FORM!r} (or "
+                          "'agent://org/name'), such as 'agent://myorg/production/research-agent'", raw) from None
+
+
+def check() -> None:
+    """Raise the first environment problem still in effect (``configure()`` clears the ones it overrides)."""
+    for exc in problems.values():
+        raise exc
 
 
 @dataclass
@@ -56,16 +107,19 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
+        """Read the environment; bad values go to :data:`problems` (see :func:`check`), never raised here."""
+        problems.clear()
         spool = os.environ.get("AXME_METER_SPOOL_DIR")
         prices = os.environ.get("AXME_METER_PRICES")
         return cls(
             api_key=os.environ.get("AXME_API_KEY") or None,
             gateway_url=os.environ.get("AXME_GATEWAY_URL") or None,
-            agent=os.environ.get("AXME_AGENT") or None,
-            heartbeat_interval=_env_float("AXME_HEARTBEAT_INTERVAL", 30.0),
+            agent=_env("agent", "AXME_AGENT", _env_agent, None),
+            heartbeat_interval=_env("heartbeat_interval", "AXME_HEARTBEAT_INTERVAL",
+                                    lambda raw: _seconds("AXME_HEARTBEAT_INTERVAL", raw), 30.0),
             spool_dir=Path(spool) if spool else None,
             prices=Path(prices) if prices else None,
-            strict_pricing=os.environ.get("AXME_METER_STRICT_PRICING", "").lower() in {"1", "true", "yes"},
+            strict_pricing=_env("strict_pricing", "AXME_METER_STRICT_PRICING", _env_bool("AXME_METER_STRICT_PRICING"), False),
         )
 
 
@@ -88,13 +142,13 @@ def configure(**changes: Any) -> Settings:
         raise TypeError(f"configure() got unknown setting(s) {unknown}; valid settings: {sorted(valid)}")
     if "agent" in changes:
         _attribution.set_default_agent(changes["agent"])
-    if "heartbeat_interval" in changes and not float(changes["heartbeat_interval"]) > 0:
-        raise ValueError(f"heartbeat_interval must be greater than 0, got {changes['heartbeat_interval']!r}")
+    if "heartbeat_interval" in changes:
+        changes["heartbeat_interval"] = _seconds("heartbeat_interval", changes["heartbeat_interval"])
     if "fail_mode" in changes and changes["fail_mode"] not in ("open", "closed"):
-        raise ValueError(f"fail_mode must be 'open' or 'closed', got {changes['fail_mode']!r}")
+        raise ConfigError("fail_mode", "'open' or 'closed'", changes["fail_mode"])
     for seconds_field in ("fail_after", "shutdown_timeout"):
-        if seconds_field in changes and not float(changes[seconds_field]) >= 0:
-            raise ValueError(f"{seconds_field} must be a number of seconds >= 0, got {changes[seconds_field]!r}")
+        if seconds_field in changes:
+            changes[seconds_field] = _seconds(seconds_field, changes[seconds_field], allow_zero=True)
     if changes.get("gateway_url") is not None or "allow_insecure_http" in changes:
         from ._transport._gateway_http import validate_url
 
@@ -110,6 +164,7 @@ def configure(**changes: Any) -> Settings:
         changes["local_limits"] = validate_limits(changes["local_limits"] or {})
     for name, value in changes.items():
         setattr(settings, name, value)
+        problems.pop(name, None)  # set in code: the environment's value no longer matters
     for listener in list(_listeners):
         listener(settings)
     from . import _runtime  # lazy: the runtime imports this module

@@ -38,6 +38,20 @@ class BudgetExceeded(openai.OpenAIError):
         self.state = state
 
 
+class ConfigError(ValueError):
+    """A setting is invalid: names the variable (or ``configure()`` argument) and the accepted form.
+
+    Raised once, when the settings are used (the first client, ``configure()``, ``flush()``,
+    ``transport_status()``), never on a metered call.
+    """
+
+    def __init__(self, variable: str, expected: str, got: object) -> None:
+        super().__init__(f"{variable} must be {expected}; got {got!r}")
+        self.variable = variable
+        self.expected = expected
+        self.got = got
+
+
 class UnknownModelError(openai.OpenAIError):
     """Strict pricing is on and a model has no price (raised before the request is sent)."""
 

@@ -21,8 +21,15 @@ from ._money import from_usd, to_decimal
 #: At most this many entries in one ``POST /v1/mesh/heartbeat``.
 MAX_BATCH = 1000
 #: Sanity limit on what one LLM call may cost. It applies per call (an entry's cost divided by its
-#: ``llm_calls``), never to an aggregated entry: spend piled up over a long outage is still real.
+#: ``llm_calls``; an entry with no calls may carry at most this much), never to an aggregated entry:
+#: spend piled up over a long outage is still real.
 MAX_CALL_USD = Decimal(10_000)
+#: Storage bound on one entry (the gateway keeps pico-dollars in 64-bit integers). Not a limit on
+#: spend: the client starts a new entry before an open one would cross it, so spend of any size
+#: travels in as many entries as it needs.
+MAX_ENTRY_USD = Decimal(1_000_000)
+#: Upper bound of every count in one entry (calls, tokens); the client rolls over before it, too.
+MAX_COUNT = 10**12
 #: Intent ids: 1-200 characters, no ``/`` and no control characters, and not ``.`` or ``..`` (clients drop
 #: those from paths), so every stored id is reachable as ``GET /v1/mesh/intents/{percent-encoded id}``.
 INTENT_ID_PATTERN = r"^[^/\x00-\x1f\x7f]+$"
@@ -32,6 +39,18 @@ MAX_ID_LENGTH = 200
 RECORDED, DUPLICATE, CONFLICT, ERROR = "recorded", "duplicate", "conflict", "error"
 #: Outcomes after which the client forgets the entry: the gateway has it.
 DELIVERED = frozenset({RECORDED, DUPLICATE})
+#: Per-entry error codes (``results[].error.code``): the entry is invalid, or the key may not write its agent.
+INVALID, FORBIDDEN = "validation_error", "forbidden"
+#: Entry error codes that mean "try again later" (the gateway could not decide); every other error,
+#: and every ``conflict``, is final: the client quarantines the entry with its reason.
+RETRYABLE_ENTRY_CODES = frozenset({"unavailable", "internal_error", "timeout"})
+
+#: Batch-level field in which a client reports the agents it stopped on its own since it last reported.
+BLOCKS = "blocks"
+#: Why a client stopped an agent: its lease ran out, a ``local_limits`` cap, or fail-closed while unreachable.
+CLIENT_BLOCK_SOURCES = ("lease", "local", "fail_closed")
+#: At most this many block reports in one batch.
+MAX_BLOCKS = 1000
 
 #: Error codes (ours and AXME's) that mean "this agent may not spend".
 BLOCK_CODES = frozenset(
@@ -172,10 +191,36 @@ class AgentState:
 
 @dataclass(slots=True)
 class EntryResult:
-    """The gateway's verdict on one heartbeat entry."""
+    """The gateway's verdict on one heartbeat entry: ``status`` and, for errors, ``code`` / ``field``."""
 
     status: str
+    #: The error message (or ``None``).
     error: str | None = None
+    code: str | None = None
+    field: str | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.status in DELIVERED
+
+    @property
+    def final(self) -> bool:
+        """Refused for good: re-sending the same entry can never succeed (quarantine it)."""
+        if self.status == CONFLICT:
+            return True
+        return self.status == ERROR and self.code not in RETRYABLE_ENTRY_CODES
+
+    def reason(self) -> str:
+        """One line for logs and the quarantine file: ``forbidden: this key may not write …``."""
+        head = self.code or self.status
+        return f"{head}: {self.error}" if self.error and self.error != head else head
+
+
+def entry_result(entry_id: str | None, status: str, code: str | None = None, message: str | None = None,
+                 field: str | None = None) -> dict[str, Any]:
+    """One item of a heartbeat answer's ``results``; ``error`` is ``null`` unless the entry was refused."""
+    error = None if code is None else {"code": code, "message": message or code, "field": field}
+    return {"id": entry_id, "status": status, "error": error}
 
 
 def parse_agents(body: object) -> dict[str, AgentState]:
@@ -214,14 +259,30 @@ def parse_results(body: object) -> dict[str, EntryResult] | None:
     for item in results:
         if isinstance(item, dict) and "id" in item:
             error = item.get("error")
+            code = field_name = None
             if isinstance(error, dict):
-                error = str(error.get("message") or error.get("code") or error)
-            out[str(item["id"])] = EntryResult(str(item.get("status") or ""), str(error) if error else None)
+                code = str(error["code"]) if error.get("code") else None
+                field_name = str(error["field"]) if error.get("field") else None
+                error = error.get("message") or error.get("code") or error
+            out[str(item["id"])] = EntryResult(str(item.get("status") or ""), str(error) if error else None, code, field_name)
     return out
 
 
+# --------------------------------------------------------------------------------------------- client blocks
+
+
+def client_block(agent: str, source: str, policy: str | None, limit: int | None, spent: int | None,
+                 resets_at: float | None, at: float) -> dict[str, Any]:
+    """One item of a batch's ``blocks``: this process stopped ``agent`` on its own (money in pico-dollars here)."""
+    return {"agent": agent, "source": source, "policy": policy,
+            "limit": money(limit) if limit is not None else None, "spent": money(spent) if spent is not None else None,
+            "resets_at": iso(resets_at), "at": iso(at)}
+
+
 __all__ = [
-    "BLOCK_CODES", "CONFLICT", "DELIVERED", "DUPLICATE", "ERROR", "INTENT_ID_PATTERN", "MAX_BATCH", "MAX_CALL_USD",
-    "RECORDED", "AgentState", "BlockError", "EntryResult", "PolicyState", "error_body", "iso", "money",
-    "intent_id_problem", "parse_agents", "parse_error", "parse_iso", "parse_money", "parse_policy", "parse_results",
+    "BLOCKS", "BLOCK_CODES", "CLIENT_BLOCK_SOURCES", "CONFLICT", "DELIVERED", "DUPLICATE", "ERROR", "FORBIDDEN",
+    "INTENT_ID_PATTERN", "INVALID", "MAX_BATCH", "MAX_BLOCKS", "MAX_CALL_USD", "MAX_COUNT", "MAX_ENTRY_USD", "RECORDED",
+    "RETRYABLE_ENTRY_CODES", "AgentState", "BlockError", "EntryResult", "PolicyState", "client_block", "entry_result",
+    "error_body", "intent_id_problem", "iso", "money", "parse_agents", "parse_error", "parse_iso", "parse_money",
+    "parse_policy", "parse_results",
 ]

@@ -29,6 +29,7 @@ from ._budget import Budget
 from ._budget._grants import NEED_GRANT, Reservation
 from ._errors import BudgetExceeded
 from ._meter import CallRecord, meter
+from ._transport._flush_result import FlushResult
 
 if TYPE_CHECKING:
     from ._transport._sender import Sender
@@ -159,12 +160,13 @@ class Runtime:
 
     # ------------------------------------------------------------------ public surface
 
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Send all unsent spend now, bounded by ``timeout``; True when the gateway acknowledged all of it."""
+    def flush(self, timeout: float = 5.0) -> FlushResult:
+        """Send all unsent spend now, bounded by ``timeout``; truthy when the gateway has all of it."""
         sender = self.sender()
         if sender is None:
-            return True
-        return bool(sender.flush(timeout))
+            return FlushResult(state=self.mode)
+        sender.flush(timeout)
+        return sender.result()
 
     def status(self) -> dict[str, object]:
         """Mode, gateway, pending entries, spool and blocks. Never the API key."""
@@ -172,6 +174,7 @@ class Runtime:
         sender = self._sender
         if sender is not None:
             out.update(sender.status())
+        out.setdefault("state", "ok" if self.mode == "gateway" else self.mode)
         out.update(self.budget.status())
         return out
 
@@ -263,7 +266,7 @@ class Runtime:
                 return
             from ._transport._spool import has_orphans
 
-            if not has_orphans(target[2], target[0]):
+            if not has_orphans(target[2], target[0], target[1]):
                 return  # never used and nothing left by dead processes: exit without network or imports
             sender = self.sender()
             assert sender is not None
@@ -317,6 +320,7 @@ def _install() -> Runtime:
     global _default
     with _install_lock:
         if _default is None:
+            _config.check()  # a bad environment variable: one ConfigError here, never on a call
             rt = Runtime()
             rt.apply(_config.settings)
             _default = rt

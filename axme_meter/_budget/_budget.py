@@ -341,6 +341,16 @@ class Budget:
         with self._lock:
             return sorted(self._agents)
 
+    def local_blocks(self) -> list[tuple[str, Block]]:
+        """Agents this process stopped on its own (lease, local limit, fail-closed), for the gateway to show.
+
+        Fail-closed stops every agent: it is reported for the agents this process has spent for."""
+        with self._lock:
+            out = [(a, b) for a, blocks in self._agents.items() for s, b in blocks.items() if s in (LEASE, LOCAL)]
+            if self._global is not None:
+                out += [(a, self._global) for a in self._spent if a not in self._agents or GATEWAY not in self._agents[a]]
+            return out
+
     def status(self) -> dict[str, object]:
         """Blocked agents and leases, for ``axme_meter.transport_status()`` and tests."""
         with self._lock:

@@ -6,16 +6,26 @@ O(agents × intents × models) during an outage whatever the call rate. Once a
 request carrying it has left the process it is *frozen*: the gateway may have
 recorded it, so its content never changes again; it is only re-sent under the
 same id. Field names and money format come from ``axme_meter/_protocol.py``.
+
+An entry never grows past what the gateway stores in one entry (``MAX_ENTRY_USD``,
+``MAX_COUNT``): :meth:`Entry.fits` tells the sender to start a new one first, and
+:func:`split` cuts a meter bucket that is larger than that on its own. So spend of
+any size, piled up over an outage of any length, is delivered in full.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .._attribution import validate_address
 from .._meter import Pending, Totals
-from .._protocol import iso, money, parse_iso, parse_money
+from .._money import from_usd
+from .._protocol import MAX_COUNT, MAX_ENTRY_USD, iso, money, parse_iso, parse_money
+
+MAX_ENTRY_PICO = from_usd(MAX_ENTRY_USD)
+_COUNTS = tuple(f.name for f in fields(Totals) if f.name != "cost_pico")
 
 #: Wire metric name -> ``Totals`` attribute.
 _TOTALS_ATTR = {
@@ -59,6 +69,10 @@ class Entry:
         if pending.pricing_version:
             self.pricing_version = pending.pricing_version
 
+    def fits(self, model: str, pending: Pending) -> bool:
+        """Can ``pending`` be folded in without crossing what the gateway stores in one entry?"""
+        return _within(self.totals, pending.totals) and _within(self.by_model.get(model), pending.totals)
+
     def to_wire(self) -> dict[str, Any]:
         start = math.floor(self.window_start)
         end = max(math.ceil(self.window_end), start)
@@ -82,17 +96,32 @@ class Entry:
         return body
 
     @classmethod
-    def from_spool(cls, body: dict[str, Any]) -> Entry:
-        """Inverse of :meth:`to_spool` (also accepts a plain wire entry). Raises ``ValueError`` if malformed."""
+    def from_spool(cls, body: object) -> Entry:
+        """Inverse of :meth:`to_spool` (also accepts a plain wire entry).
+
+        Every field is checked (a spool file may be truncated, hand-edited or from another
+        version); raises ``ValueError`` naming the first bad field."""
+        if not isinstance(body, dict):
+            raise ValueError(f"an entry must be a JSON object, got {type(body).__name__}")
+        entry_id, agent, intent = _text(body, "id"), body.get("agent"), body.get("intent_id")
         try:
-            window = body.get("_window") or [parse_iso(body["window_start"]), parse_iso(body["window_end"])]
-            entry = cls(str(body["id"]), str(body["agent"]), body.get("intent_id"), float(window[0]), float(window[1]))
-            entry.totals = _totals(body["metrics"])
-            entry.by_model = {str(m): _totals(t) for m, t in (body.get("by_model") or {}).items()}
-            entry.pricing_version = str(body.get("pricing_version") or "")
-            entry.frozen = bool(body.get("_frozen", True))
-        except (KeyError, TypeError, IndexError, AttributeError) as exc:
-            raise ValueError(f"malformed spooled heartbeat entry: {exc!r}") from None
+            validate_address(agent)
+        except ValueError:
+            raise ValueError(f"agent: not an agent address: {agent!r}"[:200]) from None
+        if intent is not None:
+            intent = _text(body, "intent_id")
+        start, end = _window(body)
+        entry = cls(entry_id, str(agent), intent, start, end)
+        entry.totals = _totals(body.get("metrics"), "metrics")
+        by_model = body.get("by_model") or {}
+        if not isinstance(by_model, dict):
+            raise ValueError("by_model: must be an object")
+        entry.by_model = {_model(m): _totals(t, f"by_model.{m}") for m, t in by_model.items()}
+        version = body.get("pricing_version")
+        if version is not None and not isinstance(version, str):
+            raise ValueError("pricing_version: must be a string")
+        entry.pricing_version = version or ""
+        entry.frozen = body.get("_frozen", True) is not False
         return entry
 
 
@@ -108,12 +137,80 @@ def _metrics(totals: Totals, names: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _totals(metrics: dict[str, Any]) -> Totals:
+def split(pending: Pending) -> list[Pending]:
+    """``pending`` as parts that each fit in one entry (almost always just ``[pending]``).
+
+    The calls are shared out as evenly as possible and every other counter in proportion
+    to them (remainders on the first part), so the parts add up exactly and each keeps
+    the bucket's cost per call (the gateway's sanity limit is per call). Parts aim at
+    half an entry, which leaves room for rounding and for the next bucket."""
+    totals = pending.totals
+    parts = max(1, -(-2 * totals.cost_pico // MAX_ENTRY_PICO), *(-(-2 * getattr(totals, n) // MAX_COUNT) for n in _COUNTS))
+    if parts == 1:
+        return [pending]
+    calls = totals.calls
+    shares = [calls // parts + (1 if i < calls % parts else 0) for i in range(parts)] if calls >= parts else [1] * parts
+    weight = sum(shares)
+    out = [Pending(pending.window_start) for _ in shares]
+    for part in out:
+        part.window_end = pending.window_end
+        part.pricing_version = pending.pricing_version
+    for name in ("cost_pico", *_COUNTS):
+        whole = getattr(totals, name)
+        if name == "calls":
+            pieces = list(shares) if calls >= parts else [0] * parts
+        else:
+            pieces = [whole * share // weight for share in shares]
+        pieces[0] += whole - sum(pieces)
+        for part, piece in zip(out, pieces):
+            setattr(part.totals, name, piece)
+    return out
+
+
+def _within(mine: Totals | None, more: Totals) -> bool:
+    if mine is None:
+        return True
+    if mine.cost_pico + more.cost_pico > MAX_ENTRY_PICO:
+        return False
+    return all(getattr(mine, n) + getattr(more, n) <= MAX_COUNT for n in _COUNTS)
+
+
+def _text(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not 0 < len(value) <= 200 or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{name}: must be a non-empty printable string of at most 200 characters, got {value!r}"[:200])
+    return value
+
+
+def _model(name: object) -> str:
+    if not isinstance(name, str) or not 0 < len(name) <= 200:
+        raise ValueError(f"by_model: bad model name {name!r}"[:200])
+    return name
+
+
+def _window(body: dict[str, Any]) -> tuple[float, float]:
+    raw = body.get("_window")
+    if raw is None:
+        raw = [parse_iso(body.get("window_start")), parse_iso(body.get("window_end"))]
+    if (not isinstance(raw, list) or len(raw) != 2
+            or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) for t in raw)):
+        raise ValueError("window: needs window_start and window_end (ISO-8601) or _window [start, end]")
+    return float(raw[0]), float(raw[1])
+
+
+def _totals(metrics: object, where: str) -> Totals:
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{where}: must be an object")
     totals = Totals()
     cost = parse_money(metrics.get("cost_usd", 0))
-    if cost is None:
-        raise ValueError(f"bad cost_usd {metrics.get('cost_usd')!r}")
+    if cost is None or cost < 0:
+        raise ValueError(f"{where}.cost_usd: not an amount: {metrics.get('cost_usd')!r}"[:200])
     totals.cost_pico = cost
     for name, attr in _TOTALS_ATTR.items():
-        setattr(totals, attr, int(metrics.get(name, 0) or 0))
+        value = metrics.get(name, 0)
+        if value is None:
+            value = 0
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{where}.{name}: must be a whole number >= 0, got {value!r}"[:200])
+        setattr(totals, attr, value)
     return totals

@@ -8,14 +8,22 @@ Life of a cost:
    the whole unsent state to the spool atomically. A SIGKILL after that loses nothing.
 3. Once per interval (first time: within a second of the first call) the thread
    *freezes* the open entries and POSTs every frozen entry in ≤1000-entry batches.
-4. Only entries the gateway answered ``recorded``/``duplicate`` leave memory and disk.
-   Anything else stays frozen and is re-sent under the same id (backoff with
-   jitter, ``Retry-After`` honoured and capped). The buffer is never cleared
-   before a send succeeds.
+4. Each entry's result decides (``_answers.py``): ``recorded``/``duplicate`` leave
+   memory and disk; a final refusal (``conflict``, ``error`` such as ``forbidden``)
+   is quarantined with its reason (``_quarantine.py``); anything else stays frozen
+   and is re-sent under the same id (backoff with jitter, ``Retry-After`` honoured
+   and capped). A request refused as a whole (403 / 413 / 422 without results) is
+   split in halves until the refused entry stands alone, so one bad entry never
+   holds back the others. A 401 keeps everything and retries slowly. The buffer is
+   never cleared before the gateway answered for an entry.
 
 While an entry is frozen and unacknowledged, new spend for the same agent ×
 intent accumulates in one open entry next to it, so an outage costs at most two
-entries per agent × intent in memory, whatever the call rate or its length.
+entries per agent × intent in memory (plus one per ``MAX_ENTRY_USD`` of spend),
+whatever the call rate or its length.
+
+Spool and quarantine belong to one identity (gateway URL, key fingerprint): this
+sender adopts only dead processes' spools of that identity (``_spool.py``).
 """
 
 from __future__ import annotations
@@ -26,14 +34,22 @@ import secrets
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from .. import _config
 from .._budget import Budget
 from .._meter import meter
-from .._protocol import DELIVERED, MAX_BATCH, BlockError, EntryResult, money, parse_agents, parse_error, parse_results
-from ._entries import Entry, probe_entry
+from .._money import to_decimal
+from .._protocol import (
+    BLOCKS, FORBIDDEN, MAX_BATCH, RECORDED, BlockError, EntryResult, money, parse_agents, parse_error, parse_results,
+)
+from ._answers import ACCEPTED, SPLIT, UNAUTHORIZED, classify, describe, refusal
+from ._block_reports import BlockReports, Key
+from ._entries import Entry, probe_entry, split
+from ._flush_result import FlushResult
 from ._gateway_http import Answer, GatewayHTTP, GatewayUnreachable
-from ._spool import Spool, default_root
+from ._quarantine import Quarantine, Refusal
+from ._spool import RETRY_DISK_EVERY, Spool, SpoolFileError, default_root, key_prefix, read_state, set_aside
 
 log = logging.getLogger("axme_meter")
 
@@ -47,6 +63,11 @@ INTENT_TIMEOUT = 2.0
 INTENT_SKIP_AFTER_FAILURE = 5.0
 #: ``POST /v1/mesh/grants`` runs on the caller's thread when a call waits for it: keep it short.
 GRANT_TIMEOUT = 5.0
+#: An unknown or revoked key (401) is retried this rarely: fixing it takes a person, not a retry loop.
+UNAUTHORIZED_RETRY = 300.0
+
+#: ``transport_status()["state"]``: how the last exchange with the gateway went.
+OK, UNREACHABLE, UNAUTHORIZED_STATE, FORBIDDEN_STATE = "ok", "unreachable", "unauthorized", "forbidden"
 
 
 class Sender:
@@ -82,11 +103,25 @@ class Sender:
         self._down_since: float | None = None
         self._last_failure = float("-inf")
         self._warned: set[str] = set()
+        self._quarantine = Quarantine(None, self.instance, gateway_url, key_prefix(api_key))
+        self._reports = BlockReports(self.instance)
+        #: False once the gateway refused the ``blocks`` field (an older gateway, AXME Cloud): never sent again.
+        self._blocks_supported = True
+        #: How the last exchange went: ``ok`` | ``unreachable`` | ``unauthorized`` (see :attr:`state`).
+        self._link = OK
         #: Counters for status output, tests and the benchmark.
         self.requests = 0
         self.grant_requests = 0
         self.acked = 0
         self.last_error: str | None = None
+
+    @property
+    def state(self) -> str:
+        """``unauthorized`` or ``unreachable`` while the gateway refuses the key or cannot be reached; else
+        ``forbidden`` once the key was refused an agent (that spend is quarantined); else ``ok``."""
+        if self._link != OK:
+            return self._link
+        return FORBIDDEN_STATE if self._quarantine.refused_code(FORBIDDEN) else OK
 
     # ------------------------------------------------------------------ caller-thread hooks
 
@@ -120,17 +155,18 @@ class Sender:
             thread.start()
 
     def _ensure_ready(self) -> None:
-        """Open the spool, adopt dead processes' spools, build the HTTP client. Once."""
+        """Open the spool (a failure leaves it retrying, memory-only meanwhile), adopt dead processes' spools. Once."""
         if self._ready:
             return
         with self._state_lock:
             if self._ready:
                 return
-            spool = Spool(self.spool_root or default_root(), self.gateway_url, self.instance)
-            if spool.open():
-                self._spool = spool
-                self._adopt_orphans_locked()
+            spool = Spool(self.spool_root or default_root(), self.gateway_url, self.api_key, self.instance)
+            self._spool = spool
+            self._quarantine.directory = spool.dir
             self._ready = True
+            if spool.open():
+                self._adopt_orphans_locked()
 
     def _client(self) -> GatewayHTTP:
         """The HTTP client, built on the first request (that is when ``httpx`` gets imported)."""
@@ -143,30 +179,44 @@ class Sender:
         return http
 
     def _adopt_orphans_locked(self) -> int:
+        """Take over dead processes' state files of this identity. Each file is checked first: a bad
+        one (garbage, truncated, empty, wrong shape) is set aside as ``.corrupt`` and the rest go on."""
         spool = self._spool
-        if spool is None:
+        if spool is None or not spool.writable:
             return 0
         orphans = spool.orphans()
         if not orphans:
             return 0
         adopted = 0
+        partly_bad: set[Path] = set()
         for state, _lock, _fd in orphans:
-            for body in Spool.read(state):
+            try:
+                bodies = read_state(state)
+            except SpoolFileError as exc:
+                set_aside(state, str(exc))
+                continue
+            for body in bodies:
                 try:
                     entry = Entry.from_spool(body)
                 except ValueError as exc:
-                    log.warning("axme_meter: skipping a malformed spooled entry in %s: %s", state.name, exc)
+                    if state not in partly_bad:
+                        log.warning("axme_meter: a spooled entry in %s is malformed (%s); adopting the valid ones",
+                                    state.name, exc)
+                    partly_bad.add(state)
                     continue
                 entry.frozen = True  # it may have been sent: only ever re-send it under its id
                 if entry.id not in self._frozen:
                     self._frozen[entry.id] = entry
                     adopted += 1
         # Our file must hold the entries before theirs disappear (a crash in between only duplicates ids).
-        spool.save(self._spool_entries_locked())
-        Spool.release_orphans(orphans)
+        if spool.save(self._spool_entries_locked()):
+            Spool.release_orphans(orphans, keep=partly_bad)
+            self._changed = False
+        else:
+            Spool.release_orphans_locks(orphans)  # keep their files: ours could not be written
+            self._changed = True
         if adopted:
             log.info("axme_meter: recovered %d unsent heartbeat entries from earlier processes", adopted)
-            self._changed = False
             # Deliver them now, not with this process's own first spend: a crash-looping worker that is
             # refused at once never spends, and its predecessors' spend must still reach the gateway.
             if self._first_dirty is None:
@@ -232,6 +282,8 @@ class Sender:
         """When the next regular send is due, or ``None`` when there is nothing to say."""
         interval = self._interval()
         if self._first_dirty is None and not self._open and not self._frozen:
+            if self.budget.armed and self._blocks_supported and self._reports.unreported(self.budget):
+                return max(self._last_send + self._early_gap(), self._retry_at)  # tell the gateway about a new block
             if self.budget.armed and self.budget.blocked_by_gateway():
                 return self._last_send + interval  # ask about blocked agents once per interval
             return None
@@ -248,6 +300,8 @@ class Sender:
         wakes: list[float] = []
         if self.dirty:
             wakes.append(self._last_checkpoint + CHECKPOINT_EVERY)
+        if self._unsaved():
+            wakes.append(self._last_checkpoint + RETRY_DISK_EVERY)
         due = self._due_at()
         if due is not None:
             wakes.append(due)
@@ -266,7 +320,8 @@ class Sender:
         self._check_fail_closed(now)
         if self.budget.granting:
             self._ask_wanted_grants()
-        if self.dirty and now >= self._last_checkpoint + CHECKPOINT_EVERY:
+        if (self.dirty and now >= self._last_checkpoint + CHECKPOINT_EVERY) or (
+                self._unsaved() and now >= self._last_checkpoint + RETRY_DISK_EVERY):
             self.checkpoint()
         due = self._due_at()
         early = self._early and now >= max(self._last_send + self._early_gap(), self._retry_at)
@@ -288,11 +343,17 @@ class Sender:
         self.dirty = False  # before draining, so a concurrent record marks us dirty again
         pending, uses = self.budget.drain_with_uses(meter)
         for (agent, intent, model), counters in pending.items():
-            entry = self._open.get((agent, intent))
-            if entry is None:
-                entry = self._open[(agent, intent)] = Entry(self._new_id(), agent, intent, counters.window_start,
-                                                            counters.window_end)
-            entry.add(model, counters)
+            for part in split(counters):
+                entry = self._open.get((agent, intent))
+                if entry is not None and not entry.fits(model, part):
+                    # The gateway stores at most MAX_ENTRY_USD per entry: close this one, start the next.
+                    entry.frozen = True
+                    self._frozen[entry.id] = self._open.pop((agent, intent))
+                    entry = None
+                if entry is None:
+                    entry = self._open[(agent, intent)] = Entry(self._new_id(), agent, intent, part.window_start,
+                                                                part.window_end)
+                entry.add(model, part)
         if pending:
             self._changed = True
         return uses
@@ -301,8 +362,13 @@ class Sender:
         return [e.to_spool() for e in self._frozen.values()] + [e.to_spool() for e in self._open.values()]
 
     def _save_locked(self) -> None:
-        if self._changed and self._spool is not None:
-            self._spool.save(self._spool_entries_locked())
+        spool = self._spool
+        if self._changed and spool is not None:
+            came_back = not spool.writable
+            if not spool.save(self._spool_entries_locked()):
+                return  # still changed: the next checkpoint tries the disk again
+            if came_back:
+                self._adopt_orphans_locked()  # the spool was unusable until now
         self._changed = False
 
     def checkpoint(self) -> None:
@@ -312,11 +378,23 @@ class Sender:
             self._save_locked()
         self._last_checkpoint = time.monotonic()
 
+    def _unsaved(self) -> bool:
+        """Unsent state that the disk refused to take: try again soon, not only at the next call or send."""
+        return self._changed and self._spool is not None and not self._spool.writable
+
     def _has_data(self) -> bool:
         return bool(self._open or self._frozen or self.dirty)
 
     def pending_entries(self) -> int:
         return len(self._open) + len(self._frozen)
+
+    def result(self) -> FlushResult:
+        """Where this process's spend stands: pending (not acknowledged yet) and refused (quarantined)."""
+        with self._state_lock:
+            entries = [*self._open.values(), *self._frozen.values()]
+            pending_pico = sum(e.totals.cost_pico for e in entries)
+        return FlushResult(len(entries), to_decimal(pending_pico), self._quarantine.entries,
+                           to_decimal(self._quarantine.cost_pico), self.state)
 
     # ------------------------------------------------------------------ sending
 
@@ -392,6 +470,12 @@ class Sender:
             if asking:
                 chunks.append(asking[:MAX_BATCH])
         self._early = False
+        keys, blocks = self._reports.current(self.budget) if self._blocks_supported else ([], [])
+        if not chunks and blocks and self._reports.unreported(self.budget):
+            # A block the gateway has not heard of yet, and no spend to carry it: a zero-cost probe does.
+            now = time.time()
+            chunks.append([probe_entry(f"hb_{self.instance}_{self._seq}_b{i}", a, now)
+                           for i, a in enumerate(sorted({b["agent"] for b in blocks}))])
         if not chunks:
             if not (final and report):
                 return True
@@ -403,91 +487,129 @@ class Sender:
             if timeout <= 0:
                 return False
             grants = report if i == last_real and report else None
-            if not self._post_chunk(chunk, base, timeout, grants) and (not chunk or not chunk[0].probe):
+            if not self._post_chunk(chunk, base, timeout, blocks, keys, grants) and (not chunk or not chunk[0].probe):
                 return False
         self._failures = 0
         self._retry_at = 0.0
         return True
 
-    def _post_chunk(self, chunk: list[Entry], base: dict[str, int], timeout: float,
-                    grants: list[dict[str, object]] | None = None) -> bool:
+    def _post(self, chunk: list[Entry], timeout: float, blocks: list[dict[str, Any]],
+              grants: list[dict[str, object]] | None = None) -> Answer | None:
+        """One POST; ``None`` (noted as unreachable, retry scheduled) when there was no HTTP answer."""
         self.requests += 1
-        body: dict[str, object] = {"heartbeats": [e.to_wire() for e in chunk]}
+        body: dict[str, Any] = {"heartbeats": [e.to_wire() for e in chunk]}
+        if blocks:
+            body[BLOCKS] = blocks
         if grants:
             body["grants"] = grants
-        sent_at = time.monotonic()
         try:
-            answer = self._client().post("/v1/mesh/heartbeat", body, timeout=timeout)
+            return self._client().post("/v1/mesh/heartbeat", body, timeout=timeout)
         except GatewayUnreachable as exc:
             self._note_failure(str(exc))
             self._schedule_retry(None)
+            return None
+
+    def _post_chunk(self, chunk: list[Entry], base: dict[str, int], timeout: float, blocks: list[dict[str, Any]],
+                    keys: list[Key], grants: list[dict[str, object]] | None = None) -> bool:
+        """Send one chunk and act on the answer; True when nothing of it is left to re-send.
+
+        ``grants`` (the last chunk of a round) settles and renews this process's grants with this spend."""
+        sent_at = time.monotonic()
+        answer = self._post(chunk, timeout, blocks, grants)
+        if answer is None:
             return False
-        results = parse_results(answer.body)
-        error = parse_error(answer.body) if answer.status >= 400 else None
-        if 200 <= answer.status < 300 or (answer.status in (403, 429) and results is not None):
-            self._acknowledge(chunk, results)
+        kind = classify(answer)
+        if kind == SPLIT and blocks:
+            # Maybe it is the ``blocks`` field this gateway does not know (an older gateway, AXME Cloud).
+            retry = self._post(chunk, timeout, [], grants)
+            if retry is None:
+                return False
+            if classify(retry) != SPLIT:
+                self._blocks_supported = False
+                log.info("axme_meter: gateway %s does not accept client-side block reports; not sending them",
+                         self.gateway_url)
+                answer, kind, blocks, keys = retry, classify(retry), [], []
+            # else the blocks were not the cause: the halves below still carry them
+        if kind == ACCEPTED:
             if grants and isinstance(answer.body, dict) and isinstance(answer.body.get("grants"), dict):
                 self.budget.grants_renewed(sent_at, {g for g, o in answer.body["grants"].items() if o == "held"})
-            states = parse_agents(answer.body)
-            self.budget.apply_answer(states, base)
-            if error is not None and error.is_block and (error.agent or "") not in states:
-                # Only when the per-agent map (which is richer: state, every policy) doesn't cover it.
-                agents = {e.agent for e in chunk}
-                self.budget.apply_error(error, fallback_agent=next(iter(agents)) if len(agents) == 1 else None)
-            self._note_success()
-            return results is None or all(e.probe or e.id in results for e in chunk)
-        if answer.status == 422 and results is None:
+            return self._accepted(chunk, base, answer, keys)
+        if kind == UNAUTHORIZED:
+            self._note_unauthorized()
+            return False
+        if kind == SPLIT:
             self._note_success()
             if not chunk or chunk[0].probe:
+                self._reports.delivered(keys)  # answered, if not liked: don't ask again every second
                 return True  # a zero-cost question (or a grants-only report) was refused: nothing to keep
             if len(chunk) > 1:
-                # Find the invalid entries by halving; the valid ones still get delivered.
+                # The request as a whole was refused: find the entry that causes it by halving.
+                # Both halves are always sent: the refused entry never holds back the others.
                 half = len(chunk) // 2
-                return all([self._post_chunk(chunk[:half], base, timeout), self._post_chunk(chunk[half:], base, timeout)])
-            self._reject(chunk, f"HTTP 422: {_describe(answer)}")
+                return all([self._post_chunk(chunk[:half], base, timeout, blocks, keys),
+                            self._post_chunk(chunk[half:], base, timeout, blocks, keys)])
+            self._refuse(chunk, refusal(answer))
             return True
+        error = parse_error(answer.body)
         if error is not None and error.is_block:
             # Blocked, but the gateway did not say it recorded the entries: keep them, apply the block.
             self.budget.apply_error(error)
         self._warn_once(f"http{answer.status}", f"axme_meter: gateway answered HTTP {answer.status} to a heartbeat "
-                        f"({_describe(answer)}); keeping the entries and retrying")
+                        f"({describe(answer)}); keeping the entries and retrying")
         self._note_failure(f"HTTP {answer.status}")
         self._schedule_retry(answer.retry_after)
         return False
 
-    def _acknowledge(self, chunk: list[Entry], results: dict[str, EntryResult] | None) -> None:
-        rejected: list[Entry] = []
+    def _accepted(self, chunk: list[Entry], base: dict[str, int], answer: Answer, keys: list[Key]) -> bool:
+        results = parse_results(answer.body)
+        self._acknowledge(chunk, results, answer.status)
+        states = parse_agents(answer.body)
+        self.budget.apply_answer(states, base)
+        error = parse_error(answer.body) if answer.status >= 400 else None
+        if error is not None and error.is_block and (error.agent or "") not in states:
+            # Only when the per-agent map (which is richer: state, every policy) doesn't cover it.
+            agents = {e.agent for e in chunk}
+            self.budget.apply_error(error, fallback_agent=next(iter(agents)) if len(agents) == 1 else None)
+        self._reports.delivered(keys)
+        self._note_success()
+        return not any(not e.probe and e.id in self._frozen for e in chunk)
+
+    def _acknowledge(self, chunk: list[Entry], results: dict[str, EntryResult] | None,
+                     status: int) -> list[tuple[Entry, Refusal]]:
+        """Forget delivered entries, quarantine finally refused ones; the rest stay for a re-send."""
+        refused: list[tuple[Entry, Refusal]] = []
         with self._state_lock:
             for entry in chunk:
                 if entry.probe:
                     continue
-                result = EntryResult("recorded") if results is None else results.get(entry.id)
+                result = EntryResult(RECORDED) if results is None else results.get(entry.id)
                 if result is None:
                     continue  # not answered: re-send under the same id
-                if result.status in DELIVERED:
-                    self._frozen.pop(entry.id, None)
+                if result.delivered:
                     self.acked += 1
+                elif result.final:
+                    refused.append((entry, Refusal(result.code or result.status, result.error or "", status)))
                 else:
-                    self._frozen.pop(entry.id, None)
-                    rejected.append(entry)
-                self._changed = True
-            if rejected and self._spool is not None:
-                self._spool.reject([e.to_wire() for e in rejected], "gateway answered status=error")
-            self._save_locked()
-        if rejected:
-            log.error("axme_meter: the gateway rejected %d heartbeat entries as invalid; kept in %s",
-                      len(rejected), self._spool.dir if self._spool else "memory (spool unavailable)")
-
-    def _reject(self, chunk: list[Entry], reason: str) -> None:
-        with self._state_lock:
-            real = [e for e in chunk if not e.probe]
-            for entry in real:
+                    continue  # the gateway could not decide now: re-send under the same id
                 self._frozen.pop(entry.id, None)
-            if self._spool is not None:
-                self._spool.reject([e.to_wire() for e in real], reason)
-            self._changed = True
+                self._changed = True
+            self._quarantine_locked(refused)
             self._save_locked()
-        log.error("axme_meter: the gateway rejected a heartbeat batch (%s); %d entries kept aside in the spool", reason, len(chunk))
+        return refused
+
+    def _refuse(self, chunk: list[Entry], reason: Refusal) -> None:
+        """A lone entry the gateway refused as a whole request: quarantined, never re-sent by itself."""
+        refused = [(e, reason) for e in chunk if not e.probe]
+        with self._state_lock:
+            for entry, _ in refused:
+                self._frozen.pop(entry.id, None)
+            self._changed = True
+            self._quarantine_locked(refused)
+            self._save_locked()
+
+    def _quarantine_locked(self, refused: list[tuple[Entry, Refusal]]) -> None:
+        if refused:
+            self._quarantine.add(refused, writable=bool(self._spool is not None and self._spool.writable))
 
     def _schedule_retry(self, retry_after: float | None) -> None:
         """Exponential backoff with jitter; a server ``Retry-After`` (already capped) wins."""
@@ -506,11 +628,28 @@ class Sender:
     def _note_failure(self, reason: str) -> None:
         now = time.monotonic()
         self.last_error = reason
+        self._link = UNREACHABLE
         self._last_failure = now
         if self._down_since is None:
             self._down_since = now
             log.warning("axme_meter: gateway %s unreachable (%s); spooling heartbeats and retrying", self.gateway_url, reason)
         self._check_fail_closed(now)
+
+    def _note_unauthorized(self) -> None:
+        """401: the key is unknown or revoked. Said once (URL, key prefix, what to do); retried slowly."""
+        now = time.monotonic()
+        self.last_error = "HTTP 401 unauthorized"
+        self._link = UNAUTHORIZED_STATE
+        self._last_failure = now
+        if self._down_since is None:
+            self._down_since = now  # fail_mode="closed" applies: nothing this process spends is enforced
+        self._warn_once("401", f"axme_meter: the gateway {self.gateway_url} refused the API key {key_prefix(self.api_key)} "
+                        "(HTTP 401: unknown or revoked). Spend is kept in the spool and retried every "
+                        f"{UNAUTHORIZED_RETRY:.0f} s. Set AXME_API_KEY to a valid key of this gateway (an admin makes one "
+                        "with `axme-meter keys create --org ORG`); spend booked under the old key can then be moved "
+                        "with `axme-meter spool retarget`.", level=logging.ERROR)
+        self._check_fail_closed(now)
+        self._schedule_retry(UNAUTHORIZED_RETRY)
 
     def _note_success(self) -> None:
         if self._down_since is not None:
@@ -520,6 +659,7 @@ class Sender:
             with self._state_lock:
                 self._adopt_orphans_locked()  # processes that died during the outage
         self.last_error = None
+        self._link = OK
 
     def _check_fail_closed(self, now: float) -> None:
         s = _config.settings
@@ -529,10 +669,10 @@ class Sender:
                 "metered calls are refused until it answers again"
             )
 
-    def _warn_once(self, key: str, message: str) -> None:
+    def _warn_once(self, key: str, message: str, level: int = logging.WARNING) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            log.warning(message)
+            log.log(level, message)
 
     # ------------------------------------------------------------------ grants
 
@@ -578,8 +718,12 @@ class Sender:
         if answer.status >= 500:
             self._note_failure(f"HTTP {answer.status}")
             return False
+        if answer.status in (403, 404):
+            # This key may not spend for this agent at all: its spend will be refused (and quarantined) too.
+            # Don't ask again on every call; the heartbeat path reports the refusal once, with what to do.
+            self.budget.apply_grants(agent, {"unlimited": True, "grants": []}, now)
         self._warn_once(f"grant{answer.status}", f"axme_meter: grant request for {agent} answered HTTP {answer.status} "
-                        f"({_describe(answer)}); continuing without a grant")
+                        f"({describe(answer)}); continuing without a grant")
         return False
 
     def _ask_wanted_grants(self) -> None:
@@ -628,36 +772,40 @@ class Sender:
             self._note_failure(f"HTTP {answer.status}")
             self.budget.check(agent, intent_id)
             return
-        if not 200 <= answer.status < 300:
+        if answer.status == 401:
+            self._note_unauthorized()
+            self.budget.check(agent, intent_id)  # raises only when failing closed
+        elif not 200 <= answer.status < 300:
             self._warn_once(f"intent{answer.status}", f"axme_meter: intent registration answered HTTP {answer.status} "
-                            f"({_describe(answer)}); continuing without it")
+                            f"({describe(answer)}); continuing without it")
         else:
             self._note_success()
 
     # ------------------------------------------------------------------ status
 
     def status(self) -> dict[str, object]:
+        now = time.monotonic()
+        result = self.result()
         return {
+            "state": self.state,
             "gateway_url": self.gateway_url,
             "api_key_set": bool(self.api_key),
+            "api_key_prefix": key_prefix(self.api_key) if self.api_key else None,
             "instance": self.instance,
             "thread_alive": self._thread is not None and self._thread.is_alive(),
-            "pending_entries": self.pending_entries(),
+            "pending_entries": result.pending_entries,
+            "pending_usd": str(result.pending_usd),
             "requests": self.requests,
             "grant_requests": self.grant_requests,
             "acked": self.acked,
+            "quarantined": self._quarantine.status(),
+            "forbidden_agents": self._quarantine.refused_code(FORBIDDEN),
             "spool_dir": str(self._spool.dir) if self._spool is not None else None,
             "spool_writable": bool(self._spool and self._spool.writable),
-            "unreachable_for": None if self._down_since is None else round(time.monotonic() - self._down_since, 3),
+            "unreachable_for": None if self._down_since is None else round(now - self._down_since, 3),
+            "retry_in": round(max(0.0, self._retry_at - now), 3) if self._retry_at > now else 0.0,
             "last_error": self.last_error,
         }
-
-
-def _describe(answer: Answer) -> str:
-    error = parse_error(answer.body)
-    if error is not None:
-        return f"{error.code}: {error.message}"[:300]
-    return str(answer.body)[:300] if answer.body is not None else "no body"
 
 
 __all__ = ["Sender"]

@@ -1,10 +1,18 @@
 """The disk spool: unsent heartbeat entries survive crashes, restarts and outages.
 
-Layout, per gateway (``<spool_dir>/<sha256(gateway url)[:16]>/``)::
+Layout, per identity (``<spool_dir>/<namespace>/``, see :func:`namespace`)::
 
-    proc-<instance>.lock    flock-ed by the live process for its whole life
-    proc-<instance>.json    that process's complete unsent state (open + frozen entries)
-    rejected-<instance>.jsonl  entries the gateway refused as invalid (kept, never re-sent)
+    identity.json              the gateway URL, key fingerprint and key prefix this directory belongs to
+    proc-<instance>.lock       flock-ed by the live process for its whole life
+    proc-<instance>.json       that process's complete unsent state (open + frozen entries)
+    quarantine-<instance>.jsonl  entries the gateway refused for good, with the reason (``_quarantine.py``)
+    *.corrupt                  spool files that failed their schema check, kept for inspection
+
+Why a directory per (gateway URL, key fingerprint): spend is delivered only with the
+key it was booked under, to the gateway it was booked for. Another key, even an admin
+key of the same gateway, never adopts it (it might be accepted there and booked to the
+wrong org), and neither does a process configured for another URL. ``axme-meter spool``
+lists directories of other identities and re-targets them on request.
 
 Why one state file per process instead of a queue of batch files: the state
 file is rewritten atomically (tmp + ``os.replace``) as a whole, so "pending
@@ -13,6 +21,10 @@ carries its idempotency id from birth, so recovering a file twice (a crash in
 the middle of adoption) only produces gateway-side "duplicate" answers, never
 double counting. A dead process's file is adopted only when its flock is free,
 so two live processes never send the same entries.
+
+A disk that fills up (or a directory that cannot be written) turns the spool
+memory-only with one warning; every later save tries again, and the first one
+that works says so and carries on, without a restart.
 """
 
 from __future__ import annotations
@@ -22,11 +34,20 @@ import hashlib
 import json
 import logging
 import os
+import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("axme_meter")
 _warned_unwritable = False
+IDENTITY_FILE = "identity.json"
+#: After a failed write, try the disk again at most this often.
+RETRY_DISK_EVERY = 1.0
+
+
+class SpoolFileError(ValueError):
+    """A spool file that is not what this version writes (garbage, truncated, empty, wrong shape)."""
 
 
 def default_root() -> Path:
@@ -36,34 +57,158 @@ def default_root() -> Path:
     return Path(platformdirs.user_cache_dir("axme_meter")) / "spool"
 
 
-def namespace(gateway_url: str) -> str:
-    """Spool entries belong to one gateway: switching URLs must not replay them elsewhere."""
-    return hashlib.sha256(gateway_url.rstrip("/").encode()).hexdigest()[:16]
+def key_fingerprint(api_key: str | None) -> str:
+    """A short hash that tells keys apart without revealing them (``"nokey"`` without one)."""
+    if not api_key:
+        return "nokey"
+    return hashlib.sha256(b"axme_meter spool identity\0" + api_key.encode()).hexdigest()[:16]
 
 
-def has_orphans(root: Path | None, gateway_url: str) -> bool:
-    """Cheap exit-time test: is there any spooled state (ours or a dead process's) for this gateway?"""
+def key_prefix(api_key: str | None) -> str:
+    """What logs and ``axme-meter spool`` may show of a key: at most 12 characters, and at most a third of it."""
+    if not api_key:
+        return "(no key)"
+    return api_key[: min(12, len(api_key) // 3)] + "…"
+
+
+def namespace(gateway_url: str, api_key: str | None) -> str:
+    """The spool directory name of one identity: the gateway URL and the key's fingerprint, hashed."""
+    ident = f"{gateway_url.rstrip('/')}\n{key_fingerprint(api_key)}"
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def has_orphans(root: Path | None, gateway_url: str, api_key: str | None) -> bool:
+    """Cheap exit-time test: is there any spooled state (ours or a dead process's) for this identity?"""
     try:
-        directory = (root or default_root()) / namespace(gateway_url)
+        directory = (root or default_root()) / namespace(gateway_url, api_key)
         return any(n.startswith("proc-") and n.endswith(".json") for n in os.listdir(directory))
     except OSError:
         return False
 
 
-class Spool:
-    """This process's slot in a spool directory. Memory-only (``writable`` False) if the disk refuses."""
+def read_state(state: Path) -> list[Any]:
+    """The ``entries`` of a state file, checked for shape; raises :class:`SpoolFileError` for a bad file."""
+    try:
+        raw = state.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise SpoolFileError(f"unreadable: {exc.strerror or exc}") from None
+    if not raw.strip():
+        raise SpoolFileError("empty file")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise SpoolFileError(f"not JSON (truncated?): {str(exc)[:100]}") from None
+    if not isinstance(data, dict):
+        raise SpoolFileError(f"expected a JSON object, got {type(data).__name__}")
+    entries = data.get("entries")
+    if not isinstance(entries, list):
+        raise SpoolFileError(f"'entries' must be a list, got {type(entries).__name__}")
+    return entries
 
-    def __init__(self, root: Path, gateway_url: str, instance: str) -> None:
-        self.dir = root / namespace(gateway_url)
+
+def set_aside(path: Path, reason: str) -> None:
+    """Move a bad spool file out of the way (``<name>.corrupt``), with a warning; never raises."""
+    target = path.with_name(path.name + ".corrupt")
+    try:
+        os.replace(path, target)
+    except OSError:
+        target = path
+    log.warning("axme_meter: spool file %s is not a valid spool file (%s); set aside as %s. "
+                "Adoption goes on with the other files.", path.name, reason, target.name)
+
+
+def read_identity(directory: Path) -> dict[str, str] | None:
+    """The identity a spool directory belongs to; ``None`` for directories of earlier versions."""
+    try:
+        data = json.loads((directory / IDENTITY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def dead_states(directory: Path, exclude: Collection[str] = ()) -> list[tuple[Path, Path, int]]:
+    """State files whose process is gone, each with its lock now held by us: ``(state, lock, fd)``.
+
+    Lock files of dead processes that left nothing unsent are removed on the way."""
+    import fcntl
+
+    found: list[tuple[Path, Path, int]] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return found
+    present = set(names)
+    for name in names:
+        if not name.startswith("proc-") or name in exclude:
+            continue
+        if name.endswith(".lock"):
+            stem = name[: -len(".lock")]
+            if stem + ".json" not in present:
+                _remove_stale_lock(directory / name)  # a process that died with nothing unsent
+            continue
+        if not name.endswith(".json"):
+            continue
+        state = directory / name
+        lock = directory / (name[: -len(".json")] + ".lock")
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                log.debug("axme_meter: cannot lock %s: %s", lock, exc)
+            continue  # its owner is alive
+        found.append((state, lock, fd))
+    return found
+
+
+def _remove_stale_lock(lock: Path) -> None:
+    """Delete a dead process's lock file (and any half-written tmp); a live owner keeps its lock."""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return
+    try:
+        lock.unlink(missing_ok=True)
+        lock.with_name(lock.name[: -len(".lock")] + ".json.tmp").unlink(missing_ok=True)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """This process's slot in a spool directory. Memory-only (``writable`` False) while the disk refuses."""
+
+    def __init__(self, root: Path, gateway_url: str, api_key: str | None, instance: str) -> None:
+        self.dir = root / namespace(gateway_url, api_key)
+        self.gateway_url = gateway_url
         self.instance = instance
         self.state_path = self.dir / f"proc-{instance}.json"
         self.lock_path = self.dir / f"proc-{instance}.lock"
+        self._identity = {"gateway_url": gateway_url.rstrip("/"), "key_fingerprint": key_fingerprint(api_key),
+                          "key_prefix": key_prefix(api_key)}
         self._lock_fd: int | None = None
         self.writable = False
         self._has_file = False
+        self._failed_at: float | None = None
+
+    # ------------------------------------------------------------------ opening
 
     def open(self) -> bool:
-        """Create the directory and take our lock. Warns once per process if that fails."""
+        """Create the directory and take our lock. Warns once (until it works again) if that fails."""
         import fcntl
 
         try:
@@ -81,131 +226,98 @@ class Spool:
             else:
                 raise OSError(errno.EBUSY, "could not hold a lock file in the spool directory")
             self._lock_fd = fd
-            probe = self.dir / f".probe-{self.instance}"
-            probe.write_bytes(b"")
-            probe.unlink()
+            self._write_identity()
         except OSError as exc:
-            self._warn_unwritable(exc)
+            self._failed(exc)
             self.close()
             return False
-        self.writable = True
+        self._recovered()
         return True
 
-    def _warn_unwritable(self, exc: OSError) -> None:
+    def _write_identity(self) -> None:
+        path = self.dir / IDENTITY_FILE
+        try:
+            if json.loads(path.read_text()) == self._identity:
+                return
+        except (OSError, ValueError):
+            pass
+        tmp = path.with_name(f".{IDENTITY_FILE}.{self.instance}")
+        tmp.write_text(json.dumps(self._identity))
+        os.replace(tmp, path)
+
+    def _failed(self, exc: OSError) -> None:
         global _warned_unwritable
+        self.writable = False
+        self._failed_at = time.monotonic()
         if not _warned_unwritable:
             _warned_unwritable = True
             log.warning(
                 "axme_meter: spool directory %s is not writable (%s); unsent heartbeats are kept in memory only "
-                "and are lost if the process is killed. Set AXME_METER_SPOOL_DIR to a writable directory.",
-                self.dir,
-                exc.strerror or exc,
+                "and are lost if the process is killed. Writing is retried; set AXME_METER_SPOOL_DIR to a writable "
+                "directory if this persists.", self.dir, exc.strerror or exc,
             )
 
-    def save(self, entries: list[dict[str, Any]]) -> None:
-        """Atomically replace our state file (removed when there is nothing left to send)."""
-        if not self.writable:
-            return
+    def _recovered(self) -> None:
+        global _warned_unwritable
+        if self._failed_at is not None:
+            log.warning("axme_meter: spool directory %s is writable again; unsent heartbeats are on disk again", self.dir)
+            _warned_unwritable = False
+        self._failed_at = None
+        self.writable = True
+
+    def _may_retry(self) -> bool:
+        return self._failed_at is None or time.monotonic() - self._failed_at >= RETRY_DISK_EVERY
+
+    # ------------------------------------------------------------------ our state
+
+    def save(self, entries: list[dict[str, Any]]) -> bool:
+        """Atomically replace our state file (removed when there is nothing left to send).
+
+        False when the disk refused (the caller keeps the state marked changed and tries again later)."""
+        if not entries and not self._has_file:
+            return True  # nothing on disk, nothing to write
+        if self._lock_fd is None:
+            if not self._may_retry() or not self.open():
+                return False
         try:
             if not entries:
                 if self._has_file:
                     self.state_path.unlink(missing_ok=True)
                     self._has_file = False
-                return
+                return True
             tmp = self.state_path.with_name(self.state_path.name + ".tmp")
             tmp.write_text(json.dumps({"instance": self.instance, "pid": os.getpid(), "entries": entries}, separators=(",", ":")))
             os.replace(tmp, self.state_path)
             self._has_file = True
         except OSError as exc:
-            self.writable = False
-            self._warn_unwritable(exc)
+            if self.writable or self._may_retry():
+                self._failed(exc)
+            self.state_path.with_name(self.state_path.name + ".tmp").unlink(missing_ok=True)
+            return False
+        if not self.writable:
+            self._recovered()
+        return True
+
+    # ------------------------------------------------------------------ dead processes' files
 
     def orphans(self) -> list[tuple[Path, Path, int]]:
         """State files of dead processes, each with its (now held) lock: ``(state, lock, fd)``.
 
         The caller must :meth:`save` the adopted entries first and then :meth:`release_orphans`.
         """
-        import fcntl
-
-        found: list[tuple[Path, Path, int]] = []
         if not self.writable:
-            return found
-        try:
-            names = os.listdir(self.dir)
-        except OSError:
-            return found
-        present = set(names)
-        for name in names:
-            if not name.startswith("proc-") or name in (self.state_path.name, self.lock_path.name):
-                continue
-            if name.endswith(".lock"):
-                stem = name[: -len(".lock")]
-                if stem + ".json" not in present:
-                    self._remove_stale_lock(self.dir / name)  # a process that died with nothing unsent
-                continue
-            if not name.endswith(".json"):
-                continue
-            state = self.dir / name
-            lock = self.dir / (name[: -len(".json")] + ".lock")
-            try:
-                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    log.debug("axme_meter: cannot lock %s: %s", lock, exc)
-                continue  # its owner is alive
-            found.append((state, lock, fd))
-        return found
-
-    @staticmethod
-    def _remove_stale_lock(lock: Path) -> None:
-        """Delete a dead process's lock file (and any half-written tmp); a live owner keeps its lock."""
-        import fcntl
-
-        try:
-            fd = os.open(lock, os.O_RDWR)
-        except OSError:
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return
-        try:
-            lock.unlink(missing_ok=True)
-            lock.with_name(lock.name[: -len(".lock")] + ".json.tmp").unlink(missing_ok=True)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
-    @staticmethod
-    def read(state: Path) -> list[dict[str, Any]]:
-        """Entries of a spooled state file; an unreadable file yields nothing (and is kept aside)."""
-        try:
-            data = json.loads(state.read_text())
-            entries = data.get("entries") if isinstance(data, dict) else None
-            return [e for e in entries or [] if isinstance(e, dict)]
-        except FileNotFoundError:
             return []
-        except (OSError, ValueError) as exc:
-            log.warning("axme_meter: unreadable spool file %s (%s); moved aside", state, exc)
-            try:
-                os.replace(state, state.with_name(state.name + ".corrupt"))
-            except OSError:
-                pass
-            return []
+        return dead_states(self.dir, exclude={self.state_path.name, self.lock_path.name})
 
     @staticmethod
-    def release_orphans(orphans: list[tuple[Path, Path, int]]) -> None:
-        """Delete adopted files (only after our own state file holds their entries)."""
+    def release_orphans(orphans: list[tuple[Path, Path, int]], keep: Collection[Path] = ()) -> None:
+        """Delete adopted files (only after our own state file holds their entries); ``keep`` are set aside."""
         for state, lock, fd in orphans:
             try:
-                state.unlink(missing_ok=True)
+                if state in keep:
+                    set_aside(state, "some entries failed their schema check; the valid ones were adopted")
+                else:
+                    state.unlink(missing_ok=True)
                 state.with_name(state.name + ".tmp").unlink(missing_ok=True)
                 lock.unlink(missing_ok=True)
             except OSError:
@@ -213,16 +325,13 @@ class Spool:
             finally:
                 os.close(fd)
 
-    def reject(self, entries: list[dict[str, Any]], reason: str) -> None:
-        """Keep entries the gateway refused as invalid: never re-sent, never silently dropped."""
-        if not self.writable or not entries:
-            return
-        try:
-            with open(self.dir / f"rejected-{self.instance}.jsonl", "a") as fh:
-                for entry in entries:
-                    fh.write(json.dumps({"reason": reason, "entry": entry}, separators=(",", ":")) + "\n")
-        except OSError:
-            pass
+    @staticmethod
+    def release_orphans_locks(orphans: list[tuple[Path, Path, int]]) -> None:
+        """Give dead processes' files back untouched (for the next process to adopt)."""
+        for _state, _lock, fd in orphans:
+            os.close(fd)
+
+    # ------------------------------------------------------------------ closing
 
     def close(self, *, remove_lock: bool = False) -> None:
         """Release our lock (the state file stays for the next process to adopt)."""
@@ -239,6 +348,7 @@ class Spool:
         """In a fork child: close the inherited lock fd *without* unlocking (the parent still owns it)."""
         fd, self._lock_fd = self._lock_fd, None
         self.writable = False
+        self._failed_at = float("inf")  # never retry: the child's own sender opens its own slot
         if fd is not None:
             try:
                 os.close(fd)

@@ -60,6 +60,8 @@ agents = Table(
     Column("last_heartbeat_at", BigInteger),
     Column("policy", Text),  # CostPolicy JSON, money in pico-dollars
     Column("policy_updated_at", BigInteger),
+    # The last block a client process reported for this agent (JSON, see _client_blocks.py; schema 3)
+    Column("client_block", Text),
 )
 
 entries = Table(
@@ -69,6 +71,9 @@ entries = Table(
     Column("entry_id", String(200), primary_key=True),
     Column("address_id", String(40), nullable=False),
     Column("received_at", BigInteger, nullable=False),
+    # sha256 of the entry's agent, intent and metrics: a replay with other content is a conflict (schema 3;
+    # NULL for entries recorded before, which are compared by agent only)
+    Column("digest", String(64)),
 )
 
 counters = Table(
@@ -229,6 +234,18 @@ def migrate(engine: Engine) -> None:
         if current is None:
             conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
         elif current < SCHEMA_VERSION:  # future migrations go here, one step per version
-            # 1 → 2: adds axme_instances; 2 → 3: adds axme_grants and axme_sessions. create_all above made them;
-            # no data to move (sessions from older versions lived in cookies and end).
+            # 1 → 2: adds axme_instances; 2 → 3: adds axme_grants and axme_sessions (create_all above made them;
+            # sessions from older versions lived in cookies and end), and two nullable columns:
+            if current < 3:
+                _add_columns_v3(conn)
             conn.execute(schema_version.update().values(version=SCHEMA_VERSION))
+
+
+def _add_columns_v3(conn: Connection) -> None:
+    """2 → 3: ``axme_entries.digest`` and ``axme_agents.client_block`` (both nullable: old rows stay valid)."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(conn)
+    for table, column, kind in (("axme_entries", "digest", "VARCHAR(64)"), ("axme_agents", "client_block", "TEXT")):
+        if column not in {c["name"] for c in inspector.get_columns(table)}:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))

@@ -83,6 +83,9 @@ class GrantOutcome:
     refusal: PolicyStatus | None = None
     call_cost: int = 0
     policy: CostPolicy | None = None
+    #: For a refusal: what was free (not spent, not granted) and how much other processes hold.
+    free: int = 0
+    held_elsewhere: int = 0
 
 
 def ttl_for(interval: float | None) -> int:
@@ -120,12 +123,29 @@ def grant_tx(conn: Connection, org: str, address: str, body: GrantRequest, now: 
         available = int(mine["amount"]) - max(int(mine["settled"]), used.get(mine["grant_id"], 0)) if mine else 0
         slice_ = _slice(free, holders, outcome.call_cost, available, body.want_usd)
         if slice_ is None and available < max(outcome.call_cost, 1):
-            outcome.refusal = p
+            outcome.refusal, outcome.free = p, max(free, 0)
+            outcome.held_elsewhere = outstanding - (int(mine["amount"]) - int(mine["settled"]) if mine else 0)
+            if not p.breached:
+                _record_stop(conn, row, address, body.instance, p, ts)
             return outcome
         plans.append((p, slice_ or 0, mine))
     for p, slice_, mine in plans:
         outcome.grants.append(_issue(conn, org, aid, body.instance, p, slice_, mine, ttl, ts))
     return outcome
+
+
+def _record_stop(conn: Connection, row: Mapping[str, Any], address: str, instance: str, p: PolicyStatus,
+                 ts: int) -> None:
+    """Not over the limit, yet no slice fits the next call: the agent is stopped all the same. Show it
+    like a client-side stop (``client_block`` on reads, one ``agent.blocked`` event per policy window),
+    because the counters alone would still read "active"."""
+    from . import _client_blocks
+    from ._schemas import ClientBlock
+
+    block = ClientBlock.model_construct(agent=address, source="grant", policy=p.name, limit=p.limit, spent=p.spent,
+                                        resets_at=p.resets_at.timestamp() if p.resets_at else None, at=float(ts),
+                                        instance=instance)
+    _client_blocks.record(conn, {row["address_id"]: row}, [block], (), ts)
 
 
 def _slice(free: int, holders: int, call_cost: int, available: int, want: int | None) -> int | None:

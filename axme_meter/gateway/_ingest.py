@@ -1,15 +1,18 @@
 """Heartbeat ingest and intent registration: the two write paths clients hit every interval.
 
-One database transaction per request: entry ids are recorded (replays become
-"duplicate" and change nothing), counters are upserted for every window, the
-agents' policies are evaluated on the fresh totals, ``pause`` transitions and
-alert claims are written. Alerts are handed to the dispatcher only after commit.
-PostgreSQL deadlock / serialization failures retry the whole transaction.
+One database transaction per request: entry ids are recorded (a replay with the
+same content becomes "duplicate" and changes nothing; with other content or for
+another agent it is a "conflict" and changes nothing either), counters are upserted
+for every window, the agents' policies are evaluated on the fresh totals, ``pause``
+transitions, alert claims and client-reported blocks are written. Alerts are handed
+to the dispatcher only after commit. PostgreSQL deadlock / serialization failures
+retry the whole transaction.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import secrets
 import threading
@@ -24,15 +27,15 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from . import _grants, _store
+from .._protocol import CONFLICT, DUPLICATE, RECORDED, entry_result, money
+from . import _client_blocks, _grants, _store
 from ._alerts import Alert
 from ._auth import Principal
 from ._db import write_conn
 from ._errors import ApiError
-from .._protocol import money
 from ._policies import AgentStatus, PolicyStatus, intent_refusal
 from ._queries import load_status, load_statuses, parse_policy
-from ._schemas import GrantUse, HeartbeatEntry, IntentCreate
+from ._schemas import ClientBlock, GrantUse, HeartbeatEntry, IntentCreate
 from ._windows import window_starts
 
 T = TypeVar("T")
@@ -84,11 +87,12 @@ def resolve_agents(principal: Principal, entries: Sequence[HeartbeatEntry], pref
 
 
 def ingest(engine: Engine, principal: Principal, entries: Sequence[HeartbeatEntry], addresses: Sequence[str], now: datetime,
-           grant_uses: Sequence[GrantUse] = ()) -> IngestResult:
+           blocks: Sequence[ClientBlock] = (), grant_uses: Sequence[GrantUse] = ()) -> IngestResult:
     ids = [e.id or f"gen_{secrets.token_hex(12)}" for e in entries]
+    digests = [entry_digest(e, a) for e, a in zip(entries, addresses)]
 
     def tx(conn: Connection) -> IngestResult:
-        result = _ingest_tx(conn, entries, addresses, ids, now)
+        result = _ingest_tx(conn, entries, addresses, ids, digests, now, blocks)
         # After the entries: the spend they carry and the grants it settles land in one transaction.
         result.grants = _grants.apply_uses(conn, principal.org, grant_uses, int(now.timestamp()), settle=True)
         return result
@@ -96,24 +100,29 @@ def ingest(engine: Engine, principal: Principal, entries: Sequence[HeartbeatEntr
     return in_transaction(engine, tx)
 
 
-def _ingest_tx(conn: Connection, entries: Sequence[HeartbeatEntry], addresses: Sequence[str], ids: Sequence[str], now: datetime) -> IngestResult:
+def entry_digest(entry: HeartbeatEntry, address: str) -> str:
+    """What an entry id stands for: its agent, intent and amounts (not its window or status fields)."""
+    content = {"agent": address, "intent_id": entry.intent_id, "metrics": entry.metrics.model_dump(mode="json"),
+               "by_model": {m: v.model_dump(mode="json") for m, v in entry.by_model.items()}}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _ingest_tx(conn: Connection, entries: Sequence[HeartbeatEntry], addresses: Sequence[str], ids: Sequence[str],
+               digests: Sequence[str], now: datetime, blocks: Sequence[ClientBlock]) -> IngestResult:
     ts = int(now.timestamp())
-    _store.ensure_agents(conn, addresses, ts)
-    rows = _store.load_agents(conn, (_store.address_id(a) for a in addresses))
-    first: dict[tuple[str, str], int] = {}
-    for i, (entry_id, address) in enumerate(zip(ids, addresses)):
-        first.setdefault((_store.org_of(address), entry_id), i)
-    by_org: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for (org, entry_id), i in first.items():
-        by_org[org].append((entry_id, _store.address_id(addresses[i])))
-    fresh: set[int] = set()
-    for org, pairs in sorted(by_org.items()):
-        for entry_id in _store.record_entries(conn, org, pairs, ts):
-            fresh.add(first[(org, entry_id)])
-    alerts = _book(conn, [(entries[i], addresses[i]) for i in sorted(fresh)], rows, now, ts)
-    _store.touch_agents(conn, rows.keys(), ts)
+    touched = [*addresses, *(b.agent for b in blocks)]
+    _store.ensure_agents(conn, touched, ts)
+    rows = _store.load_agents(conn, (_store.address_id(a) for a in touched))
+    outcomes = _record_ids(conn, addresses, ids, digests, ts)
+    fresh = [i for i, (status, _) in enumerate(outcomes) if status == RECORDED]
+    alerts = _book(conn, [(entries[i], addresses[i]) for i in fresh], rows, now, ts)
+    _client_blocks.record(conn, rows, blocks, ((a, _store.instance_of(i)) for i, a in zip(ids, addresses)), ts)
+    if not addresses:
+        return IngestResult([], {}, alerts)
+    spent_for = {_store.address_id(a) for a in addresses}
+    _store.touch_agents(conn, spent_for, ts)
     _store.note_instances(conn, ((_store.address_id(a), _store.instance_of(i)) for i, a in zip(ids, addresses)), ts)
-    live = _store.count_instances(conn, rows.keys(), ts)
+    live = _store.count_instances(conn, spent_for, ts)
     intents_here: dict[str, set[str]] = defaultdict(set)
     for e, a in zip(entries, addresses):
         if e.intent_id:
@@ -124,9 +133,50 @@ def _ingest_tx(conn: Connection, entries: Sequence[HeartbeatEntry], addresses: S
         statuses[address].instances = live[_store.address_id(address)]
         alerts.extend(after_evaluation(conn, rows[_store.address_id(address)], statuses[address], ts))
     results = [
-        {"id": entry_id, "status": "recorded" if i in fresh else "duplicate", "error": None} for i, entry_id in enumerate(ids)
+        entry_result(entry_id, status, CONFLICT if status == CONFLICT else None, reason, "id" if reason else None)
+        for entry_id, (status, reason) in zip(ids, outcomes)
     ]
     return IngestResult(results, statuses, alerts)
+
+
+def _record_ids(conn: Connection, addresses: Sequence[str], ids: Sequence[str], digests: Sequence[str],
+                ts: int) -> list[tuple[str, str | None]]:
+    """Each entry's outcome: recorded (new id), duplicate (same id, same content) or conflict (with the reason).
+
+    Ids are scoped per org. The first occurrence of an id in the request is the one inserted; later ones
+    in the same request are compared with it like replays."""
+    first: dict[tuple[str, str], int] = {}
+    for i, (entry_id, address) in enumerate(zip(ids, addresses)):
+        first.setdefault((_store.org_of(address), entry_id), i)
+    by_org: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+    for (org, entry_id), i in first.items():
+        by_org[org].append((entry_id, _store.address_id(addresses[i]), digests[i]))
+    known: dict[tuple[str, str], tuple[str, str | None]] = {}
+    fresh: set[int] = set()
+    for org, rows in sorted(by_org.items()):
+        new = _store.record_entries(conn, org, rows, ts)
+        for entry_id, aid, digest in rows:
+            if entry_id in new:
+                fresh.add(first[(org, entry_id)])
+                known[(org, entry_id)] = (aid, digest)
+        for entry_id, stored in _store.recorded_entries(conn, org, [r[0] for r in rows if r[0] not in new]).items():
+            known[(org, entry_id)] = stored
+    outcomes: list[tuple[str, str | None]] = []
+    for i, (entry_id, address) in enumerate(zip(ids, addresses)):
+        key = (_store.org_of(address), entry_id)
+        if i in fresh:
+            outcomes.append((RECORDED, None))
+            continue
+        stored_aid, stored_digest = known.get(key, (_store.address_id(address), None))
+        if stored_aid != _store.address_id(address):
+            outcomes.append((CONFLICT, f"entry id {entry_id!r} was already recorded for another agent; "
+                                       "nothing was booked (every entry needs an id of its own)"))
+        elif stored_digest is not None and stored_digest != digests[i]:
+            outcomes.append((CONFLICT, f"entry id {entry_id!r} was already recorded with different amounts or intent; "
+                                       "nothing was booked (a replay must carry the same content)"))
+        else:
+            outcomes.append((DUPLICATE, None))
+    return outcomes
 
 
 def _book(conn: Connection, booked: Sequence[tuple[HeartbeatEntry, str]], rows: Mapping[str, Mapping[Any, Any]], now: datetime, ts: int) -> list[Alert]:

@@ -8,7 +8,9 @@ and return plain JSON-ready dicts with money as decimal strings:
 - ``list_agents(conn, org, now, window="day") -> dict``
   ``{"ok": True, "agents": [agent_summary…], "summary": {"total", "healthy", "degraded", "unreachable", "killed", "unknown", "blocked", "paused", "cost_period", "intents_period"}}``;
   each agent has ``address_id, address, display_name, org, state, health_status, last_heartbeat_at, created_at,
-  intents_period, cost_period, cost_today, intents_today, metadata, policies`` (policies as in heartbeat answers).
+  intents_period, cost_period, cost_today, intents_today, metadata, policies`` (policies as in heartbeat answers),
+  and ``client_block`` (``{policy, limit, spent, resets_at, at, source}``) only while a client process reports
+  that it stopped the agent on its own (see ``_client_blocks.py``).
 - ``get_agent(conn, org, ref, now) -> dict | None`` — one agent summary plus ``policy`` (the cost policy
   with webhook URLs redacted, or ``None``) and ``windows`` (``{"hour"|"day"|"week"|"month": {"start","end","cost_usd","llm_calls","tokens_in","tokens_out","intents","heartbeats"}}``).
   ``ref`` is an ``addr_…`` id or a full ``agent://`` address.
@@ -39,7 +41,7 @@ from sqlalchemy.engine import Connection
 
 from .._attribution import InvalidAgentAddress, validate_address
 from .._protocol import money
-from . import _store
+from . import _client_blocks, _store
 from ._db import agents, counters, events, intents
 from ._policies import AgentStatus, evaluate, windows_needed
 from ._redact import redact_event, redact_policy
@@ -168,6 +170,9 @@ def _summaries(conn: Connection, rows: Sequence[Mapping[Any, Any]], now: datetim
             "metadata": {},
             "policies": [p.to_wire() for p in status.policies],
         })
+        client_block = _client_blocks.current(row, now.timestamp())
+        if client_block is not None:
+            out[-1]["client_block"] = client_block
     return out
 
 

@@ -2,8 +2,13 @@
 
 Every model forbids unknown fields so a typo is a 422 naming the field, not a
 silently ignored limit. Money arrives as a decimal string or a JSON number and is
-validated here (finite, >= 0, at most $10,000 per entry) and turned into int
-pico-dollars, the only money type inside the gateway (see ``axme_meter._money``).
+validated here (finite, >= 0) and turned into int pico-dollars, the only money type
+inside the gateway (see ``axme_meter._money``). The sanity limit on spend is per
+call (``MAX_CALL_USD`` in ``axme_meter/_protocol.py``), never per entry: an entry
+that aggregates a long outage is real money. ``MAX_ENTRY_USD`` only bounds storage.
+
+A batch's envelope (:class:`HeartbeatBatch`) is validated as a whole; its entries
+are validated one by one (``_batch.py``), so one bad entry never refuses the rest.
 """
 
 from __future__ import annotations
@@ -14,18 +19,27 @@ from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator,
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
 from .._attribution import validate_address
 from .._money import from_usd
-from .._protocol import INTENT_ID_PATTERN, MAX_BATCH, MAX_CALL_USD, intent_id_problem
+from .._protocol import (
+    CLIENT_BLOCK_SOURCES, INTENT_ID_PATTERN, MAX_BATCH, MAX_BLOCKS, MAX_CALL_USD, MAX_COUNT, MAX_ENTRY_USD,
+    intent_id_problem, money, parse_iso,
+)
 from ._windows import zone
 
-MAX_ENTRY_USD = Decimal(10_000)
 MAX_POLICY_USD = Decimal(10**9)
-MAX_COUNT = 10**12
+_MAX_CALL_PICO = from_usd(MAX_CALL_USD)
 _ID = r"^[^\x00-\x1f\x7f]+$"
 #: Money as a string: plain decimal digits, as the published schema says (no sign, exponent, ``_`` or spaces).
 MONEY_PATTERN = r"^\d+(\.\d+)?$"
@@ -99,14 +113,26 @@ class _Strict(BaseModel):
 
 
 class ModelMetrics(_Strict):
-    """Spend of one model inside one entry."""
+    """Spend of one model inside one entry. ``llm_calls`` comes first: the per-call check of ``cost_usd`` needs it."""
 
-    cost_usd: EntryMoney = 0
     llm_calls: Count = 0
+    cost_usd: EntryMoney = 0
     tokens_in: Count = 0
     tokens_out: Count = 0
     cached_tokens: Count = 0
     reasoning_tokens: Count = 0
+
+    @field_validator("cost_usd")
+    @classmethod
+    def _per_call(cls, cost: int, info: ValidationInfo) -> int:
+        """At most ``MAX_CALL_USD`` per call: the cost divided by ``llm_calls`` (no calls: the cost itself)."""
+        calls = info.data.get("llm_calls")
+        if calls is None:
+            return cost  # llm_calls itself is invalid and reported
+        if cost > _MAX_CALL_PICO * max(calls, 1):
+            per = f"over {calls} call(s) is more than" if calls else "with llm_calls 0 is more than"
+            raise ValueError(f"{money(cost)} USD {per} {MAX_CALL_USD} USD per call (the sanity limit on one LLM call)")
+        return cost
 
 
 class Metrics(ModelMetrics):
@@ -136,12 +162,37 @@ class HeartbeatEntry(_Strict):
     )
     pricing_version: Annotated[str, Field(max_length=300)] | None = None
 
-    @model_validator(mode="after")
-    def _total_cap(self) -> HeartbeatEntry:
-        """The $10,000 cap is per entry, so the models together may not exceed it either."""
-        if sum(m.cost_usd for m in self.by_model.values()) > from_usd(MAX_ENTRY_USD):
-            raise ValueError("by_model cost_usd adds up to more than 10000 USD for one entry")
-        return self
+
+def _instant(value: Any) -> float:
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValueError("must be an ISO-8601 instant such as \"2026-11-28T23:00:00Z\"")
+    parsed = parse_iso(value)
+    if parsed is None:
+        raise ValueError(f"must be an ISO-8601 instant such as \"2026-11-28T23:00:00Z\", got {value!r}")
+    return parsed
+
+
+Instant = Annotated[float, BeforeValidator(_instant), WithJsonSchema({"type": "string", "format": "date-time"})]
+ReportMoney = Annotated[int, _money(MAX_POLICY_USD), _MONEY_SCHEMA]
+
+
+class ClientBlock(_Strict):
+    """A client process stopped ``agent`` on its own (its lease ran out, a local limit, fail-closed)."""
+
+    agent: Address
+    source: Literal[CLIENT_BLOCK_SOURCES]  # type: ignore[valid-type]
+    policy: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    limit: ReportMoney | None = None
+    spent: ReportMoney | None = None
+    resets_at: Instant | None = None
+    at: Instant | None = None
+    #: The reporting process (the ``<instance>`` of its ``hb_<instance>_…`` entry ids).
+    instance: Annotated[str, Field(max_length=64, pattern=_ID)] | None = None
+
+
+#: Entries are checked one by one (``_batch.py``); the envelope only bounds the list.
+_ENTRY_LIST_SCHEMA = WithJsonSchema({"type": "array", "items": {"$ref": "#/components/schemas/HeartbeatEntry"},
+                                     "maxItems": MAX_BATCH})
 
 
 GrantId = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^gr_[0-9a-f]{1,37}$")]
@@ -161,11 +212,12 @@ class HeartbeatBatch(_Strict):
     #: Our extension: settles grants (``used_usd`` is cumulative, so a replay changes nothing). A batch
     #: with grant reports only (a process returning its grants at exit) may carry no entries.
     grants: Annotated[list[GrantUse], Field(max_length=MAX_BATCH)] = Field(default_factory=list)
-    heartbeats: Annotated[list[HeartbeatEntry], Field(max_length=MAX_BATCH)]
+    heartbeats: Annotated[list[Any], Field(max_length=MAX_BATCH), _ENTRY_LIST_SCHEMA]
+    blocks: Annotated[list[ClientBlock], Field(max_length=MAX_BLOCKS)] = Field(default_factory=list)
 
     @field_validator("heartbeats")
     @classmethod
-    def _not_empty(cls, value: list[HeartbeatEntry], info: ValidationInfo) -> list[HeartbeatEntry]:
+    def _not_empty(cls, value: list[Any], info: ValidationInfo) -> list[Any]:
         if not value and not info.data.get("grants"):
             raise ValueError("at least one entry is required (or a grants report)")
         return value

@@ -68,13 +68,28 @@ def touch_agents(conn: Connection, ids: Iterable[str], now: int) -> None:
         )
 
 
-def record_entries(conn: Connection, org: str, rows: Sequence[tuple[str, str]], now: int) -> set[str]:
-    """Insert ``(entry_id, address_id)`` rows; return the ids that were new (the others are replays)."""
+def record_entries(conn: Connection, org: str, rows: Sequence[tuple[str, str, str]], now: int) -> set[str]:
+    """Insert ``(entry_id, address_id, digest)`` rows; return the ids that were new (the others are replays)."""
     if not rows:
         return set()
-    params = [{"org": org, "entry_id": e, "address_id": a, "received_at": now} for e, a in rows]
+    params = [{"org": org, "entry_id": e, "address_id": a, "received_at": now, "digest": d} for e, a, d in rows]
     stmt = _insert(conn, entries).on_conflict_do_nothing(index_elements=["org", "entry_id"]).returning(entries.c.entry_id)
     return set(conn.execute(stmt, params).scalars())
+
+
+def recorded_entries(conn: Connection, org: str, ids: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+    """``{entry_id: (address_id, digest)}`` of entries already recorded (digest ``None`` before schema 3)."""
+    ids = sorted(set(ids))
+    if not ids:
+        return {}
+    rows = conn.execute(select(entries.c.entry_id, entries.c.address_id, entries.c.digest)
+                        .where(entries.c.org == org, entries.c.entry_id.in_(ids)))
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def set_client_block(conn: Connection, aid: str, block: Mapping[str, Any] | None) -> None:
+    conn.execute(update(agents).where(agents.c.address_id == aid).values(
+        client_block=json.dumps(dict(block)) if block is not None else None))
 
 
 #: An instance counts towards the lease split while its last heartbeat is this recent (two 30 s intervals).
@@ -260,9 +275,10 @@ def set_state(conn: Connection, aid: str, state: str) -> str | None:
 
 
 def set_policy(conn: Connection, aid: str, policy: Mapping[Any, Any] | None, now: int) -> None:
+    """Save (or delete) the cost policy; a client-reported block was about the old one, so it is cleared."""
     conn.execute(
         update(agents).where(agents.c.address_id == aid).values(
-            policy=json.dumps(dict(policy)) if policy is not None else None, policy_updated_at=now
+            policy=json.dumps(dict(policy)) if policy is not None else None, policy_updated_at=now, client_block=None
         )
     )
 

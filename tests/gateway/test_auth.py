@@ -62,7 +62,6 @@ def _cross_org_attempts(world: dict[str, str]) -> list[tuple[str, str, dict | No
         ("GET", "/v1/mesh/intents/int_globex_secret", None),
         ("GET", f"/v1/mesh/events?agent={enc}", None),
         ("POST", "/v1/mesh/heartbeat", entry(GLOBEX, "1")),
-        ("POST", "/v1/mesh/heartbeat", {"heartbeats": [entry(ACME, "1"), entry(GLOBEX, "1")]}),
         ("POST", "/v1/mesh/intents", {"agent": GLOBEX}),
         ("POST", "/v1/keys", {"org": "globex", "admin": True}),
     ]
@@ -83,6 +82,23 @@ def test_every_cross_org_attempt_is_refused(gateway: GatewayProcess, world: dict
         detail = http.get(f"/v1/mesh/agents/{world['globex_id']}").json()
         assert detail["state"] == "active" and detail["cost_today"] == "2.00"
         assert http.get(policy_path(GLOBEX)).json()["max_cost_per_day_usd"] == "100.00"
+
+
+@pytest.mark.parametrize("who", ["acme", "acme_admin", "acme_bound"])
+def test_a_cross_org_entry_in_a_batch_is_refused_alone(gateway: GatewayProcess, world: dict[str, str], who: str) -> None:
+    """A batch is answered per entry: the foreign entry is ``forbidden``, the key's own entry is recorded."""
+    mine, theirs = entry(ACME, "0.25"), entry(GLOBEX, "1")
+    with gateway.client(world[who]) as http:
+        resp = send(http, mine, theirs, entry(GLOBEX, "1"))
+        assert resp.status_code == 200, resp.text
+        results = resp.json()["results"]
+        assert [r["status"] for r in results] == ["recorded", "error", "error"]
+        assert results[1]["id"] == theirs["id"] and results[1]["error"]["code"] == "forbidden"
+        assert results[1]["error"]["field"] == "heartbeats.1.agent"
+        assert list(resp.json()["agents"]) == [ACME]  # nothing about the other org comes back
+        assert "2.00" not in resp.text and world["globex_id"] not in resp.text
+    with gateway.client() as http:
+        assert http.get(f"/v1/mesh/agents/{world['globex_id']}").json()["cost_today"] == "2.00"
 
 
 @pytest.mark.parametrize("who", ["acme", "acme_admin", "acme_bound"])
@@ -108,4 +124,6 @@ def test_org_keys_work_within_their_org(gateway: GatewayProcess, world: dict[str
         assert http.delete(policy_path(ACME)).status_code == 200
     with gateway.client(world["acme_bound"]) as http:
         assert http.post("/v1/mesh/heartbeat", json={"metrics": {"cost_usd": "0.1"}}).status_code == 200
-        assert send(http, entry("agent://acme/production/someone-else", "1")).status_code == 403
+        assert http.post("/v1/mesh/heartbeat", json=entry("agent://acme/production/someone-else", "1")).status_code == 403
+        in_batch = send(http, entry("agent://acme/production/someone-else", "1")).json()["results"][0]
+        assert in_batch["status"] == "error" and in_batch["error"]["code"] == "forbidden"

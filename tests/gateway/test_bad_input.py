@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -39,7 +40,10 @@ CASES: list[tuple[str, Any, int, str, str]] = [
     ("NaN string", _with_metrics(cost_usd="NaN"), 422, "validation_error", "metrics.cost_usd"),
     ("sNaN string", _with_metrics(cost_usd="sNaN"), 422, "validation_error", "metrics.cost_usd"),
     ("huge exponent string", _with_metrics(cost_usd="1e999999999"), 422, "validation_error", "metrics.cost_usd"),
-    ("over $10,000", _with_metrics(cost_usd="10000.000000000001"), 422, "validation_error", "metrics.cost_usd"),
+    ("over $10,000 for one call", _with_metrics(cost_usd="10000.000000000001"), 422, "validation_error", "metrics.cost_usd"),
+    ("over $10,000 with no calls", _with_metrics(cost_usd="10000.01", llm_calls=0), 422, "validation_error", "metrics.cost_usd"),
+    ("over the per-entry storage bound", _with_metrics(cost_usd="1000000.01", llm_calls=1000), 422, "validation_error",
+     "metrics.cost_usd"),
     ("word cost", _with_metrics(cost_usd="ten"), 422, "validation_error", "metrics.cost_usd"),
     ("boolean cost", _with_metrics(cost_usd=True), 422, "validation_error", "metrics.cost_usd"),
     ("long cost string", _with_metrics(cost_usd="0." + "1" * 100), 422, "validation_error", "metrics.cost_usd"),
@@ -47,8 +51,8 @@ CASES: list[tuple[str, Any, int, str, str]] = [
     ("fractional tokens", _with_metrics(tokens_in=1.5), 422, "validation_error", "metrics.tokens_in"),
     ("string tokens", _with_metrics(tokens_out="12"), 422, "validation_error", "metrics.tokens_out"),
     ("huge int literal", _raw_cost("9" * 5000), 400, "invalid_json", ""),
-    ("model cost over cap", {**entry(A), "by_model": {"m": {"cost_usd": "20000"}}}, 422, "validation_error", "by_model.m.cost_usd"),
-    ("models add up over cap", {**entry(A), "by_model": {"a": {"cost_usd": "6000"}, "b": {"cost_usd": "6000"}}}, 422, "validation_error", ""),
+    ("model cost over $10,000 per call", {**entry(A), "by_model": {"m": {"cost_usd": "20000", "llm_calls": 1}}}, 422,
+     "validation_error", "by_model.m.cost_usd"),
     ("address without scheme", {**entry(A), "agent": "acme/production/x"}, 422, "validation_error", "agent"),
     ("address with one part", {**entry(A), "agent": "agent://acme"}, 422, "validation_error", "agent"),
     ("address with four parts", {**entry(A), "agent": "agent://a/b/c/d"}, 422, "validation_error", "agent"),
@@ -58,9 +62,10 @@ CASES: list[tuple[str, Any, int, str, str]] = [
     ("id with control char", {**entry(A), "id": "a\nb"}, 422, "validation_error", "id"),
     ("empty batch", {"heartbeats": []}, 422, "validation_error", "heartbeats"),
     ("batch over 1000", {"heartbeats": [entry(A, id=f"big{i}") for i in range(1001)]}, 422, "validation_error", "heartbeats"),
-    ("bad entry inside batch", {"heartbeats": [entry(A), {**entry(A), "metrics": {"cost_usd": "-1"}}]}, 422, "validation_error",
-     "heartbeats.1.metrics.cost_usd"),
     ("batch plus extra field", {"heartbeats": [entry(A)], "extra": 1}, 422, "validation_error", "extra"),
+    ("batch not a list", {"heartbeats": {"id": "x"}}, 422, "validation_error", "heartbeats"),
+    ("bad client block", {"heartbeats": [entry(A)], "blocks": [{"agent": A, "source": "moon"}]}, 422, "validation_error",
+     "blocks.0.source"),
     ("deep nesting", b"[" * 100_000 + b"]" * 100_000, 400, "invalid_json", ""),
     ("over 1 MiB", {"heartbeats": [{**entry(A), "pricing_version": "v" * 300} for _ in range(2500)]}, 413, "payload_too_large", ""),
     ("invalid utf-8", b'{"id": "\xff\xfe"}', 400, "invalid_json", ""),
@@ -85,6 +90,35 @@ def test_bad_heartbeats(gateway: GatewayProcess, name: str, body: Any, status: i
             assert error["details"]["field"] == field
         assert _count(http) == before  # nothing stored
         assert http.get("/healthz").status_code == 200
+
+
+def test_a_bad_entry_in_a_batch_is_refused_alone(gateway: GatewayProcess) -> None:
+    """Each entry of a batch is validated on its own: the good ones are recorded, the bad one gets its reason."""
+    with gateway.client() as http:
+        before = _count(http)
+        good = entry(A, "0.01")
+        resp = http.post("/v1/mesh/heartbeat", json={"heartbeats": [
+            good, {**entry(A), "id": "bad-amount", "metrics": {"cost_usd": "-1"}}, "not an entry", {**entry(A), "agent": 42}]})
+        assert resp.status_code == 200, resp.text
+        results = resp.json()["results"]
+        assert [r["status"] for r in results] == ["recorded", "error", "error", "error"]
+        assert results[0] == {"id": good["id"], "status": "recorded", "error": None}
+        assert results[1]["id"] == "bad-amount"
+        assert results[1]["error"]["code"] == "validation_error"
+        assert results[1]["error"]["field"] == "heartbeats.1.metrics.cost_usd" and "negative" in results[1]["error"]["message"]
+        assert results[2] == {"id": None, "status": "error", "error": {"code": "validation_error", "field": "heartbeats.2",
+                                                                      "message": "heartbeats.2: must be a JSON object"}}
+        assert results[3]["error"]["field"] == "heartbeats.3.agent"
+        assert _count(http) == before + 1  # only the good entry was booked
+
+
+def test_spend_aggregated_over_an_outage_has_no_per_entry_cap(gateway: GatewayProcess) -> None:
+    """The sanity limit is per call: $12,500 over 5 calls is real money, recorded to the cent."""
+    agent = "agent://acme/production/outage-agent"
+    with gateway.client() as http:
+        resp = http.post("/v1/mesh/heartbeat", json={"heartbeats": [entry(agent, "12500.000000000001", calls=5)]})
+        assert resp.status_code == 200 and resp.json()["results"][0]["status"] == "recorded", resp.text
+        assert Decimal(http.get(f"/v1/mesh/agents/{path(agent)}").json()["cost_today"]) == Decimal("12500.000000000001")
 
 
 def test_chunked_oversize_body_is_refused_without_content_length(gateway: GatewayProcess) -> None:

@@ -68,7 +68,8 @@ def test_keys_create_cli(tmp_path: Path) -> None:
     with GatewayProcess(tmp_path, db_url=db) as gw, gw.client(key) as http:
         resp = http.post("/v1/mesh/heartbeat", json={"metrics": {"cost_usd": "0.5"}})
         assert resp.status_code == 200 and list(resp.json()["agents"]) == ["agent://acme/prod/cli"]
-        assert send(http, entry("agent://acme/prod/other")).status_code == 403
+        assert http.post("/v1/mesh/heartbeat", json=entry("agent://acme/prod/other")).status_code == 403
+        assert send(http, entry("agent://acme/prod/other")).json()["results"][0]["error"]["code"] == "forbidden"
         assert http.put("/v1/mesh/agents/agent%3A%2F%2Facme%2Fprod%2Fcli/policies/cost", json={"max_cost_per_day_usd": "1"}).status_code == 403
 
 

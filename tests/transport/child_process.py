@@ -26,7 +26,7 @@ sys.path[:0] = [str(HERE.parent.parent), str(HERE.parent), str(HERE)]
 
 import axme_meter  # noqa: E402
 
-AGENT = "agent://acme/prod/research"
+AGENT = os.environ.get("CHILD_AGENT", "agent://acme/prod/research")
 
 
 def _client_without_httpx() -> object:
@@ -50,7 +50,9 @@ def main() -> None:
         print(json.dumps(axme_meter.transport_status(), default=str), flush=True)
         return
     if mode == "flush":
-        print(json.dumps({"flushed": axme_meter.flush(timeout=10)}), flush=True)
+        result = axme_meter.flush(timeout=10)
+        print(json.dumps({"flushed": bool(result), "refused": result.refused_entries, "pending": result.pending_entries,
+                          "state": result.state}), flush=True)
         return
     if os.environ.get("CHILD_NO_HTTPX"):
         client = _client_without_httpx()

@@ -1,10 +1,15 @@
 """A tiny real HTTP gateway on loopback that speaks the heartbeat protocol and records everything.
 
 Real sockets (not respx) so that the sender thread, subprocesses and fork
-children all talk to it the way they would talk to a real gateway. It
-de-duplicates entry ids like the real gateway must, and can be told to fail in
-the ways that matter: down (503), "recorded but the answer was lost", blocked
-agents, exhausted policies, and 429 on intent registration.
+children all talk to it the way they would talk to a real gateway. It answers
+batches per entry like the real gateway (``recorded`` / ``duplicate`` /
+``conflict`` for the same id with other content / ``error`` with a code for an
+entry over the per-call limit or for an agent the key may not write), and can be
+told to fail in the ways that matter: down (503), "recorded but the answer was
+lost", blocked agents, exhausted policies, 429 on intent registration, unknown
+keys (401), and ``legacy`` mode, where a bad entry refuses the whole batch (422 /
+403) as gateways before per-entry outcomes did. ``tests/transport/test_shared_scenario.py``
+runs one delivery scenario against this stub and a real gateway, so they cannot drift.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import time
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from axme_meter._protocol import MAX_CALL_USD, entry_result
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -42,12 +49,20 @@ class StubGateway:
         self.intent_status = 201
         self.intent_error: dict[str, Any] | None = None
         self.heartbeat_status_override: int | None = None
-        #: Answer 422 (no per-entry results) to any batch carrying an entry with this intent id.
+        #: Refuse entries with this intent id as invalid (per entry; in ``legacy`` mode the whole batch, 422).
         self.reject_intent: str | None = None
         #: ``POST /v1/mesh/grants``: None answers 404 (like AXME Cloud, which has no grants); a dict is the 200 body.
         self.grant_answer: dict[str, Any] | None = None
         #: Seconds to wait before answering intent and grant requests (a slow gateway).
         self.slow = 0.0
+        #: key -> org it may write ("*" for all); empty: any key may write anything. Unknown keys get 401.
+        self.keys: dict[str, str] = {}
+        #: Refuse the whole batch for one bad entry (no per-entry results), like gateways before per-entry outcomes.
+        self.legacy = False
+        #: Every ``blocks`` item the client reported, in order.
+        self.blocks: list[dict[str, Any]] = []
+        #: False: refuse a batch carrying ``blocks`` with 422, as gateways before client block reports did.
+        self.accepts_blocks = True
         self.server = _QuietServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -101,6 +116,18 @@ class StubGateway:
             return {"address_id": "addr_" + agent[-6:], "state": "active", "policies": []}
         return {"address_id": "addr_" + agent[-6:], **state}
 
+    def _refusal(self, entry: dict[str, Any], key: str | None) -> tuple[str, str] | None:
+        """Why the real gateway would refuse this entry on its own: ``(code, message)``, or ``None``."""
+        org = self.keys.get(key or "") if self.keys else "*"
+        if org != "*" and entry["agent"].split("/")[2] != org:
+            return "forbidden", f"this key may not write heartbeats for {entry['agent']}"
+        metrics = entry.get("metrics") or {}
+        if Decimal(str(metrics.get("cost_usd", 0))) > MAX_CALL_USD * max(int(metrics.get("llm_calls", 0)), 1):
+            return "validation_error", "metrics.cost_usd: more than 10000 USD per call"
+        if self.reject_intent is not None and entry.get("intent_id") == self.reject_intent:
+            return "validation_error", "heartbeats[].intent_id is invalid"
+        return None
+
     def _blocked(self, agent: str) -> bool:
         answer = self._agent_answer(agent)
         return answer["state"] != "active" or any(Decimal(p["remaining"]) <= 0 for p in answer["policies"])
@@ -129,6 +156,11 @@ class StubGateway:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("content-length") or 0)
                 body = json.loads(self.rfile.read(length) or b"null")
+                if stub.keys and self.headers.get("x-api-key") not in stub.keys:
+                    with stub.lock:
+                        stub.request_count += self.path == "/v1/mesh/heartbeat"
+                    self._send(401, {"error": {"code": "unauthorized", "message": "invalid API key"}})
+                    return
                 if self.path in ("/v1/mesh/intents", "/v1/mesh/grants") and stub.slow:
                     time.sleep(stub.slow)
                 if self.path == "/v1/mesh/heartbeat":
@@ -156,22 +188,35 @@ class StubGateway:
                 if mode == "down":
                     self._send(503, {"error": {"code": "unavailable", "message": "down"}})
                     return
-                if stub.reject_intent is not None and any(e.get("intent_id") == stub.reject_intent for e in entries):
-                    self._send(422, {"error": {"code": "validation_error", "message": "heartbeats[].intent_id is invalid"}})
+                if isinstance(body, dict) and isinstance(body.get("blocks"), list):
+                    if not stub.accepts_blocks:
+                        self._send(422, {"error": {"code": "validation_error", "message": "blocks: Extra inputs are not "
+                                                   "permitted", "details": {"field": "blocks"}}})
+                        return
+                    with stub.lock:
+                        stub.blocks.extend(body["blocks"])
+                refusals = [stub._refusal(e, self.headers.get("x-api-key")) for e in entries]
+                if stub.legacy and any(refusals):
+                    code, message = next(r for r in refusals if r)
+                    self._send(403 if code == "forbidden" else 422, {"error": {"code": code, "message": message}})
                     return
                 results = []
                 with stub.lock:
-                    for entry in entries:
-                        if entry["id"] in stub.recorded:
-                            stub.duplicates += 1
-                            results.append({"id": entry["id"], "status": "duplicate", "error": None})
+                    for entry, refused in zip(entries, refusals):
+                        if refused:
+                            results.append(entry_result(entry["id"], "error", *refused))
+                        elif entry["id"] in stub.recorded:
+                            same = _content(stub.recorded[entry["id"]]) == _content(entry)
+                            stub.duplicates += same
+                            results.append(entry_result(entry["id"], "duplicate") if same else
+                                           entry_result(entry["id"], "conflict", "conflict", "recorded with other content"))
                         else:
                             stub.recorded[entry["id"]] = entry
-                            results.append({"id": entry["id"], "status": "recorded", "error": None})
+                            results.append(entry_result(entry["id"], "recorded"))
                 if mode == "lose_answer":
                     self._send(503, {"error": {"code": "unavailable", "message": "answer lost"}})
                     return
-                agents = sorted({e["agent"] for e in entries})
+                agents = sorted({e["agent"] for e, r in zip(entries, refusals) if not r})
                 answer: dict[str, Any] = {"results": results, "agents": {a: stub._agent_answer(a) for a in agents}}
                 status = 200
                 if agents and all(stub._blocked(a) for a in agents):
@@ -186,3 +231,8 @@ class StubGateway:
                 self._send(status, answer)
 
         return Handler
+
+
+def _content(entry: dict[str, Any]) -> str:
+    """What an entry id stands for (as the real gateway's digest): agent, intent and amounts."""
+    return json.dumps([entry.get("agent"), entry.get("intent_id"), entry.get("metrics"), entry.get("by_model")], sort_keys=True)

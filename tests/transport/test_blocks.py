@@ -258,3 +258,31 @@ def test_without_lease_field_remaining_is_the_lease() -> None:
     assert answer[AGENT].policies[0].lease is None
     _runtime.default().budget.apply_answer(answer, {})
     assert Decimal(_runtime.default().budget.status()["leases"][AGENT]) == Decimal("0.60")
+
+
+def test_local_blocks_are_reported_and_a_gateway_that_refuses_the_field_still_gets_the_spend(
+        gw: StubGateway, spool_dir, client, openai_http) -> None:
+    axme_meter.configure(gateway_url=gw.url, api_key="k", spool_dir=spool_dir, heartbeat_interval=3600,
+                         local_limits={"max_cost_per_day_usd": "0.02"})
+    with axme_meter.agent(AGENT):
+        chat(client)
+        chat(client)  # $0.015: the next $0.0075 call would cross $0.02
+        with pytest.raises(axme_meter.BudgetExceeded):
+            chat(client)
+    assert axme_meter.flush(timeout=10)
+    reported = [b for b in gw.blocks if b["agent"] == AGENT]
+    assert reported and reported[-1]["source"] == "local" and reported[-1]["policy"] == "max_cost_per_day_usd"
+    assert reported[-1]["limit"] == "0.02" and reported[-1]["spent"] == "0.015"
+    assert reported[-1]["instance"] == _runtime.default().current_sender().instance
+
+    # An older gateway refuses the field: the spend goes through anyway, and the field is not sent again.
+    gw.accepts_blocks = False
+    with axme_meter.agent("agent://acme/prod/other"):
+        chat(client)
+    assert axme_meter.flush(timeout=10)
+    with axme_meter.agent("agent://acme/prod/other"):
+        chat(client)
+    requests_before = gw.heartbeat_requests()
+    assert axme_meter.flush(timeout=10)
+    assert gw.heartbeat_requests() == requests_before + 1  # no refused attempt any more
+    assert gw.total_cost() == axme_meter.spend().cost_usd == 4 * CALL

@@ -8,6 +8,8 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 import axme_meter
 from axme_meter import _runtime
 from axme_meter._meter import CallRecord, meter
@@ -186,7 +188,7 @@ def test_recovery_of_a_dead_process_file_is_idempotent(metered: StubGateway, spo
         "by_model": {MODEL: {"cost_usd": "0.25", "llm_calls": 2, "tokens_in": 10, "tokens_out": 5}},
         "pricing_version": "v1",
     }
-    ns = spool_dir / namespace(metered.url)
+    ns = spool_dir / namespace(metered.url, API_KEY)
     ns.mkdir(parents=True)
     for name in ("proc-deadbeef0001.json", "proc-cafecafe0002.json"):
         (ns / name).write_text(json.dumps({"entries": [entry]}))
@@ -196,21 +198,27 @@ def test_recovery_of_a_dead_process_file_is_idempotent(metered: StubGateway, spo
     assert not list(ns.glob("proc-*.json"))
 
 
-def test_an_invalid_entry_is_set_aside_and_the_rest_delivered(metered: StubGateway, client) -> None:
-    """A 422 without per-entry results: halve the batch until the bad entry is isolated; keep it on disk."""
+@pytest.mark.parametrize("legacy", [False, True], ids=["per-entry-results", "whole-batch-422"])
+def test_an_invalid_entry_is_quarantined_and_the_rest_delivered(metered: StubGateway, client, legacy: bool) -> None:
+    """Per-entry results, or (an older gateway) a 422 for the whole batch, which is halved until the bad entry
+    stands alone: either way the good entries are delivered and the bad one is kept aside with its reason."""
     metered.reject_intent = "int_bad"
+    metered.legacy = legacy
     axme_meter.configure(heartbeat_interval=60)
     with axme_meter.agent(AGENT):
         for name in ("int_a", "int_bad", "int_b", "int_c"):
             with axme_meter.intent(name):
                 chat(client)
-    assert axme_meter.flush(timeout=10)
+    result = axme_meter.flush(timeout=10)
+    assert not result and result.outcome == "refused"
+    assert result.refused_entries == 1 and result.refused_usd == Decimal("0.0075") and result.pending_entries == 0
     assert metered.total_calls() == 3
     assert {e["intent_id"] for e in metered.real_entries()} == {"int_a", "int_b", "int_c"}
-    sender = _runtime.default().current_sender()
-    rejected = list(Path(sender.status()["spool_dir"]).glob("rejected-*.jsonl"))
-    assert rejected and "int_bad" in rejected[0].read_text() and "intent_id is invalid" in rejected[0].read_text()
-    assert sender.pending_entries() == 0
+    status = axme_meter.transport_status()
+    quarantine = list(Path(status["spool_dir"]).glob("quarantine-*.jsonl"))
+    assert quarantine and "int_bad" in quarantine[0].read_text() and "intent_id is invalid" in quarantine[0].read_text()
+    assert status["quarantined"]["entries"] == 1 and status["quarantined"]["by_agent"][AGENT]["cost_usd"] == "0.0075"
+    assert status["pending_entries"] == 0
 
 
 def test_threaded_callers_deliver_exactly_what_they_spent(metered: StubGateway, client) -> None:
@@ -266,9 +274,9 @@ def test_rate_limited_heartbeat_honours_retry_after(metered: StubGateway, client
 def test_dead_processes_leave_no_lock_litter(metered: StubGateway, spool_dir: Path) -> None:
     from axme_meter._transport._spool import namespace
 
-    ns = spool_dir / namespace(metered.url)
+    ns = spool_dir / namespace(metered.url, API_KEY)
     ns.mkdir(parents=True)
     (ns / "proc-0000dead0001.lock").write_text("")
     (ns / "proc-0000dead0001.json.tmp").write_text("{half")
     assert axme_meter.flush(timeout=5)
-    assert sorted(p.name for p in ns.iterdir()) == [f"proc-{_sender().instance}.lock"]
+    assert sorted(p.name for p in ns.iterdir()) == ["identity.json", f"proc-{_sender().instance}.lock"]

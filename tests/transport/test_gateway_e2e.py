@@ -74,7 +74,7 @@ def test_cost_policy_blocks_before_the_next_request(connected: GatewayProcess, c
     # The grant stopped the loop one call *before* the limit ($0.045 of $0.05: the next $0.0075 call would
     # cross it): the gateway refused a slice that could not hold one more call.
     assert spent == Decimal("0.045")
-    assert "no max_cost_per_day_usd budget left to grant" in str(raised)
+    assert "$0.005 left of its max_cost_per_day_usd" in str(raised) and "not enough for the next call" in str(raised)
     with axme_meter.agent(AGENT), pytest.raises(axme_meter.BudgetExceeded):
         chat(client)  # later answers show $0.005 remaining, but no grant can hold a $0.0075 call
     assert openai_http.requests == sent

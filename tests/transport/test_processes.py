@@ -145,7 +145,7 @@ def test_fork_child_sends_its_own_spend_and_never_the_parents(metered: StubGatew
             os.close(read_fd)
             with axme_meter.agent("agent://acme/prod/child"):
                 chat(client)
-            ok = axme_meter.flush(timeout=10)
+            ok = bool(axme_meter.flush(timeout=10))
             report = {"ok": ok, "cost": str(axme_meter.spend().cost_usd), "instance": _runtime.default().current_sender().instance}
             os.write(write_fd, json.dumps(report).encode())
             code = 0
@@ -196,7 +196,7 @@ def test_meter_only_mode_says_so_once_and_needs_no_network(client, caplog) -> No
     chat(client)
     assert axme_meter.transport_status()["mode"] == "meter-only"
     assert _runtime.default().current_sender() is None
-    assert axme_meter.flush() is True
+    assert axme_meter.flush() and axme_meter.flush().all_delivered is True
     notes = [r for r in caplog.records if "meter-only" in r.getMessage()]
     assert len(notes) == 1 and notes[0].levelno == logging.INFO
     assert not [t for t in threading.enumerate() if t.ident not in before]  # no sender thread, no network
@@ -238,3 +238,26 @@ def test_multiprocessing_fork_child_flushes_on_exit(metered: StubGateway) -> Non
     proc.join(timeout=60)
     assert proc.exitcode == 0
     assert metered.total_cost("agent://acme/prod/mp-child") == 2 * CALL
+
+
+def test_a_full_disk_that_frees_up_resumes_the_spool_without_a_restart(gw: StubGateway, spool_dir: Path) -> None:
+    """Writes fail (EFBIG), the spool goes memory-only with one warning, and the same process writes
+    everything to disk again once there is room: a SIGKILL after that loses nothing."""
+    gw.mode = "down"
+    env = _env(gw, spool_dir)
+    script = str(Path(__file__).with_name("child_disk_full.py"))
+    child = subprocess.Popen([sys.executable, script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        priced = json.loads(child.stdout.readline())
+        assert child.stdout.readline().strip() == "ready"
+        child.send_signal(signal.SIGKILL)
+        _, stderr = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert priced["calls"] == priced["spooled_calls"] == 3  # the calls made while the disk was full are on disk now
+    assert stderr.count("is not writable") == 1 and stderr.count("is writable again") == 1
+    gw.mode = "ok"
+    assert json.loads(_run("flush", env).stdout)["flushed"]
+    assert gw.total_cost() == Decimal(priced["cost"]) == 3 * CALL

@@ -51,7 +51,7 @@ def test_the_gateway_accepts_what_the_client_sends() -> None:
     schemas = pytest.importorskip("axme_meter.gateway._schemas", reason="needs the gateway extra")
     entry = _entry("hb_x_1_9", (7_500_000_000, "gpt-4o", AT), (1, "o3", AT + 1))
     batch = schemas.HeartbeatBatch.model_validate({"heartbeats": [entry.to_wire()]})
-    parsed = batch.heartbeats[0]
+    parsed = schemas.HeartbeatEntry.model_validate(batch.heartbeats[0])  # entries are checked one by one
     assert parsed.metrics.cost_usd == entry.totals.cost_pico and parsed.agent == AGENT
     assert {m: v.cost_usd for m, v in parsed.by_model.items()} == {"gpt-4o": 7_500_000_000, "o3": 1}
 

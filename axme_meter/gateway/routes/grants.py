@@ -39,14 +39,8 @@ async def create_grants(request: Request) -> JSONResponse:
     status = outcome.status
     if status.state != "active" or outcome.refusal is not None:
         err = block_error(status, now, outcome.refusal)
-        refusal = outcome.refusal
-        if refusal is not None and not refusal.breached:
-            # Not spent yet, but reserved by other running processes: they spend it or give it back soon.
-            err.message = (f"{address} has no {refusal.name} budget left to grant: spent "
-                           f"{_money.format_usd(refusal.spent)} of {_money.format_usd(refusal.limit)}, the rest is "
-                           "held by other running processes of this agent; retry shortly")
-            err.headers["Retry-After"] = str(min(int(err.headers.get("Retry-After", "1")), RESERVED_RETRY_SECONDS))
-            err.extra["reserved"] = True
+        if outcome.refusal is not None and not outcome.refusal.breached:
+            _explain_short(err, address, outcome)
         gw.metrics.rejects.labels(err.code).inc()
         return err.response()
     answer: dict[str, Any] = {
@@ -60,3 +54,21 @@ async def create_grants(request: Request) -> JSONResponse:
     if rule is not None:
         answer["unpriced"] = rule
     return JSONResponse(answer)
+
+
+def _explain_short(err: ApiError, address: str, outcome: GrantOutcome) -> None:
+    """Not over the limit, but not enough left for the next call: say how much is left and where the rest is."""
+    p = outcome.refusal
+    assert p is not None
+
+    def usd(pico: int) -> str:
+        return _money.display_usd(_money.to_decimal(pico))
+
+    elsewhere = f", {usd(outcome.held_elsewhere)} held by its other running processes" if outcome.held_elsewhere > 0 else ""
+    err.message = (f"{address} has {usd(outcome.free)} left of its {p.name} of {usd(p.limit)} (spent {usd(p.spent)}"
+                   f"{elsewhere}): not enough for the next call (about {usd(outcome.call_cost)})")
+    if outcome.held_elsewhere > 0:
+        # They spend it or give it back soon: worth asking again shortly.
+        err.message += "; retry shortly"
+        err.headers["Retry-After"] = str(min(int(err.headers.get("Retry-After", "1")), RESERVED_RETRY_SECONDS))
+        err.extra["reserved"] = True

@@ -1,15 +1,22 @@
-"""``POST /v1/mesh/heartbeat``: one entry, a batch, or AXME's SDK body (``{}`` / ``{"metrics": …}``)."""
+"""``POST /v1/mesh/heartbeat``: one entry, a batch, or AXME's SDK body (``{}`` / ``{"metrics": …}``).
+
+A single entry is accepted or refused as a whole (422 / 403, as AXME's SDK expects).
+A batch is answered entry by entry (``_batch.py``): the good entries are recorded
+and the answer is 200 with one result per entry, whatever the others were.
+"""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from .._batch import check_entries, writable_blocks
 from .._ingest import ingest, resolve_agents
-from .._schemas import GrantUse, HeartbeatBatch, HeartbeatEntry
+from .._schemas import ClientBlock, GrantUse, HeartbeatBatch, HeartbeatEntry
 from ._common import block_error, gateway, principal, read_json, validate
 
 
@@ -18,29 +25,37 @@ async def heartbeat(request: Request) -> JSONResponse:
     started = time.perf_counter()
     who = principal(request)
     data = await read_json(request, allow_empty=True)
+    blocks: list[ClientBlock] = []
     uses: list[GrantUse] = []
     if isinstance(data, dict) and "heartbeats" in data:
         batch = validate(HeartbeatBatch, data)
-        entries, uses = batch.heartbeats, batch.grants
-        prefix = "heartbeats."
+        checked = check_entries(who, batch.heartbeats)
+        entries, addresses = checked.entries, checked.addresses
+        blocks = writable_blocks(who, batch.blocks)
+        uses = batch.grants
     else:
         entries = [validate(HeartbeatEntry, data)]
-        prefix = ""
-    addresses = resolve_agents(who, entries, prefix)
+        addresses = resolve_agents(who, entries, "")
+        checked = None
     now = gw.clock.now()
-    result = await run_in_threadpool(ingest, gw.engine, who, entries, addresses, now, uses)
-    gw.dispatcher.submit(result.alerts)
-    body: dict[str, object] = {"results": result.results,
-                               "agents": {a: s.to_wire(money_only=True) for a, s in result.statuses.items()}}
+    if entries or blocks or uses:
+        result = await run_in_threadpool(ingest, gw.engine, who, entries, addresses, now, blocks, uses)
+        gw.dispatcher.submit(result.alerts)
+        results, statuses = result.results, result.statuses
+    else:
+        results, statuses = [], {}
+    if checked is not None:
+        results = checked.answer(results)
+    body: dict[str, Any] = {"results": results, "agents": {a: s.to_wire(money_only=True) for a, s in statuses.items()}}
     if uses:
         body["grants"] = result.grants
-    for r in result.results:
+    for r in results:
         gw.metrics.entries.labels(r["status"]).inc()
-    gw.metrics.note_states({s.address_id: s.state for s in result.statuses.values()})
+    gw.metrics.note_states({s.address_id: s.state for s in statuses.values()})
     gw.metrics.ingest_seconds.observe(time.perf_counter() - started)
-    statuses = list(result.statuses.values())
-    if statuses and all(s.state != "active" for s in statuses):
-        err = block_error(statuses[0], now)
+    listed = list(statuses.values())
+    if listed and all(s.state != "active" for s in listed):
+        err = block_error(listed[0], now)
         gw.metrics.rejects.labels(err.code).inc()
         return JSONResponse({**body, **err.body()}, status_code=err.status, headers=err.headers)
     return JSONResponse(body)
