@@ -63,17 +63,16 @@ def test_slices_shrink_to_one_call_and_never_pass_the_limit(gateway: GatewayProc
         assert resp.headers["x-should-retry"] == "false" and int(resp.headers["Retry-After"]) <= 5
 
 
-def test_concurrent_requests_stay_within_the_limit(gateway: GatewayProcess, agent: str) -> None:
-    with gateway.client() as http:
-        set_policy(http, agent, max_cost_per_day_usd="2.00")
+def granted_concurrently(gateways: list[GatewayProcess], agent: str, call_cost: str, requests: int) -> Decimal:
+    """8 threads (spread over ``gateways``) each ask ``requests`` times, as new processes; the total granted."""
     total = Decimal(0)
     lock = threading.Lock()
 
     def worker(n: int) -> None:
         nonlocal total
-        with gateway.client() as http:
-            for i in range(15):
-                resp = ask(http, agent, f"w{n}-{i}", call_cost="0.02")
+        with gateways[n % len(gateways)].client() as http:
+            for i in range(requests):
+                resp = ask(http, agent, f"w{n}-{i}", call_cost=call_cost)
                 if resp.status_code == 200:
                     with lock:
                         total += sum(amounts(resp).values())
@@ -83,7 +82,13 @@ def test_concurrent_requests_stay_within_the_limit(gateway: GatewayProcess, agen
         t.start()
     for t in threads:
         t.join()
-    assert Decimal("1.98") < total <= Decimal("2.00")
+    return total
+
+
+def test_concurrent_requests_stay_within_the_limit(gateway: GatewayProcess, agent: str) -> None:
+    with gateway.client() as http:
+        set_policy(http, agent, max_cost_per_day_usd="2.00")
+    assert Decimal("1.98") < granted_concurrently([gateway], agent, "0.02", 15) <= Decimal("2.00")
 
 
 def test_settled_and_returned_money_flows_back(gateway: GatewayProcess, agent: str) -> None:
@@ -196,24 +201,7 @@ def test_two_replicas_hand_out_exactly_the_limit(postgres_url: str, tmp_path: An
     try:
         with replicas[0].client() as http:
             set_policy(http, agent, max_cost_per_day_usd="3.00")
-        total = Decimal(0)
-        lock = threading.Lock()
-
-        def worker(n: int) -> None:
-            nonlocal total
-            with replicas[n % 2].client() as http:
-                for i in range(20):
-                    resp = ask(http, agent, f"w{n}-{i}", call_cost="0.03")
-                    if resp.status_code == 200:
-                        with lock:
-                            total += sum(amounts(resp).values())
-
-        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert Decimal("2.97") < total <= Decimal("3.00")
+        assert Decimal("2.97") < granted_concurrently(replicas, agent, "0.03", 20) <= Decimal("3.00")
     finally:
         for gw in replicas:
             gw.stop()
