@@ -331,10 +331,6 @@ class Budget:
             self._rearm()
             return self._limits_active
 
-    @property
-    def limits_active(self) -> bool:
-        return self._limits_active
-
     # ------------------------------------------------------------------ views
 
     def blocked_agents(self) -> list[str]:

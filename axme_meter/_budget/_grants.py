@@ -29,11 +29,10 @@ class Slice:
     """One grant (one money policy and window). Money in pico-dollars; ``valid_until`` and ``resets_at``
     are on the monotonic clock (derived from the gateway's relative figures, so clock skew cannot matter)."""
 
-    __slots__ = ("grant_id", "policy", "amount", "used", "reserved", "last_topup", "valid_until", "resets_at", "ttl",
-                 "limit")
+    __slots__ = ("grant_id", "policy", "amount", "used", "reserved", "last_topup", "valid_until", "resets_at", "ttl")
 
-    def __init__(self, grant_id: str, policy: str, amount: int, valid_until: float, resets_at: float | None, ttl: float,
-                 limit: int | None) -> None:
+    def __init__(self, grant_id: str, policy: str, amount: int, valid_until: float, resets_at: float | None,
+                 ttl: float) -> None:
         self.grant_id = grant_id
         self.policy = policy
         self.amount = amount
@@ -43,7 +42,6 @@ class Slice:
         self.valid_until = valid_until
         self.resets_at = resets_at
         self.ttl = ttl
-        self.limit = limit
 
     @property
     def free(self) -> int:
@@ -173,7 +171,7 @@ class Grants:
                 old.amount, old.valid_until, old.ttl = amount, valid_until, ttl
                 fresh[policy] = old
             else:
-                fresh[policy] = Slice(raw["id"], policy, amount, valid_until, resets_mono, ttl, parse_money(raw.get("limit")))
+                fresh[policy] = Slice(raw["id"], policy, amount, valid_until, resets_mono, ttl)
         held.slices = fresh
         return held
 
@@ -182,16 +180,10 @@ class Grants:
         for held in self.agents.values():
             for s in held.slices.values():
                 if s.grant_id in grant_ids:
-                    limit = sent_at + s.ttl * (1 - EXPIRY_MARGIN)
+                    until = sent_at + s.ttl * (1 - EXPIRY_MARGIN)
                     if s.resets_at is not None:
-                        limit = min(limit, s.resets_at)
-                    s.valid_until = max(s.valid_until, limit)
-
-    def uses(self) -> list[dict[str, Any]]:
-        """Every held grant's cumulative use, for the next heartbeat (which settles and renews them)."""
-        from .._protocol import money
-
-        return [{"id": s.grant_id, "used_usd": money(s.used)} for held in self.agents.values() for s in held.slices.values()]
+                        until = min(until, s.resets_at)
+                    s.valid_until = max(s.valid_until, until)
 
     def forget_unlimited(self, agent: str) -> None:
         """A heartbeat answer showed a money policy for an agent we thought unlimited: ask again."""
