@@ -63,6 +63,8 @@ INTENT_TIMEOUT = 2.0
 INTENT_SKIP_AFTER_FAILURE = 5.0
 #: ``POST /v1/mesh/grants`` runs on the caller's thread when a call waits for it: keep it short.
 GRANT_TIMEOUT = 5.0
+#: Before its first grant request, a process delivers what dead processes left (bounded by this).
+ADOPTED_FLUSH_TIMEOUT = 2.0
 #: An unknown or revoked key (401) is retried this rarely: fixing it takes a person, not a retry loop.
 UNAUTHORIZED_RETRY = 300.0
 
@@ -93,6 +95,8 @@ class Sender:
         self._early = False
         self._stopping = False
         self._ready = False
+        #: Spend adopted from dead processes that has not been sent yet (see :meth:`request_grant`).
+        self._adopted_unsent = False
         self._thread: threading.Thread | None = None
         self._spool: Spool | None = None
         self._http: GatewayHTTP | None = None
@@ -217,6 +221,7 @@ class Sender:
             self._changed = True
         if adopted:
             log.info("axme_meter: recovered %d unsent heartbeat entries from earlier processes", adopted)
+            self._adopted_unsent = True
             # Deliver them now, not with this process's own first spend: a crash-looping worker that is
             # refused at once never spends, and its predecessors' spend must still reach the gateway.
             if self._first_dirty is None:
@@ -690,6 +695,12 @@ class Sender:
         if self._down_since is not None and now - self._last_failure < INTENT_SKIP_AFTER_FAILURE:
             self._check_fail_closed(now)
             return False
+        if self._adopted_unsent:
+            # Dead processes left spend in the spool: deliver it before asking, so the gateway grants from the
+            # true figure. A crash-looping worker (refused at once, dead again) would otherwise pass it on unsent
+            # until the dead processes' grants expire, and their spend would look like free budget.
+            self._adopted_unsent = False
+            self.flush(ADOPTED_FLUSH_TIMEOUT, attempts=1)
         body: dict[str, object] = {"agent": agent, "instance": self.instance, "heartbeat_interval": self._interval(),
                                    **self.budget.grant_request(agent)}
         try:

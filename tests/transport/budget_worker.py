@@ -2,13 +2,15 @@
 
 ``python budget_worker.py <mode> <threads>`` with the gateway in ``AXME_GATEWAY_URL`` / ``AXME_API_KEY``
 and the agent in ``AXME_AGENT``. Modes: ``loop`` (every thread calls until ``BudgetExceeded``), ``hold``
-(one call, print, then wait to be killed), ``once`` (one call, exit normally). Prints one JSON line:
+(one call, print, then wait to be killed), ``once`` (one call, exit normally), ``crash`` (as ``loop``, then
+die at once with ``os._exit``: no exit flush, no grant returned). Prints one JSON line:
 ``{"calls", "refused", "openai_requests", "cost", "errors"}``; ``calls`` are the calls OpenAI answered.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -42,7 +44,7 @@ def main() -> None:
                 with lock:
                     report["errors"].append(repr(exc))
                 break
-            if mode != "loop" or calls >= 10_000:
+            if mode not in ("loop", "crash") or calls >= 10_000:
                 break
         with lock:
             report["calls"] += calls
@@ -55,6 +57,8 @@ def main() -> None:
     report["openai_requests"] = openai_side.requests
     report["cost"] = str(axme_meter.spend().cost_usd)
     print(json.dumps(report), flush=True)
+    if mode == "crash":
+        os._exit(0)
     if mode == "hold":
         time.sleep(120)
 

@@ -106,6 +106,17 @@ def test_a_new_process_of_a_blocked_agent_sends_nothing_to_openai(gw: GatewayPro
     assert _recorded(gw) == 4 * CALL
 
 
+def test_a_crash_loop_sends_nothing_past_the_block_and_loses_no_spend(gw: GatewayProcess, tmp_path: Path) -> None:
+    _policy(gw, max_cost_per_day_usd=str(4 * CALL))
+    env = _env(gw, tmp_path)
+    first = _result(_start("crash", env))  # spends until refused, then dies without a final heartbeat
+    assert first["calls"] == 4
+    for _ in range(5):  # restarted again and again: each delivers what the dead one left, then is refused
+        again = _result(_start("crash", env))
+        assert again["openai_requests"] == 0 and again["refused"] == 1
+    assert _recorded(gw) == 4 * CALL  # the dead processes' spend reached the gateway through their successors
+
+
 def test_sigkill_strands_money_only_until_the_grant_expires(gw: GatewayProcess, tmp_path: Path) -> None:
     limit = 40 * CALL
     _policy(gw, max_cost_per_day_usd=str(limit))
