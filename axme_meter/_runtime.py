@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _config
 from ._budget import Budget
-from ._budget._grants import NEED_GRANT, Reservation
+from ._budget._grants import COST_UNKNOWN, NEED_GRANT, Reservation
 from ._errors import BudgetExceeded
 from ._meter import CallRecord, meter
 from ._transport._flush_result import FlushResult
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 #: How long a call may wait for the gateway to grant budget (first call of an agent, or its slice ran out).
 GRANT_WAIT = 10.0
+#: How long calls of a new agent wait for its first call's cost, which predicts theirs (see ``_budget/_grants.py``).
+FIRST_COST_WAIT = 60.0
 
 log = logging.getLogger("axme_meter")
 
@@ -46,7 +48,7 @@ Target = tuple[str, str | None, Path | None]
 class Runtime:
     """One process's enforcement and delivery. The client calls it directly on every metered call."""
 
-    __slots__ = ("budget", "accounting", "mode", "mode_reason", "_lock", "_sender", "_target", "_said")
+    __slots__ = ("budget", "accounting", "mode", "mode_reason", "ungranted_calls", "_lock", "_sender", "_target", "_said")
 
     def __init__(self) -> None:
         self.budget = Budget()
@@ -54,6 +56,8 @@ class Runtime:
         self.accounting = False
         self.mode = "meter-only"
         self.mode_reason = "AXME_GATEWAY_URL is not set"
+        #: Calls that went out without a grant because the gateway could not be asked (``fail_mode="open"``).
+        self.ungranted_calls = 0
         self._lock = threading.RLock()
         self._sender: Sender | None = None
         self._target: Target | None = None
@@ -66,7 +70,7 @@ class Runtime:
         cost from this process's grant, asking the gateway first (bounded) when what is held does not cover it."""
         try:
             reservation = self.budget.admit(agent, intent)
-            if reservation is NEED_GRANT:
+            if reservation is NEED_GRANT or reservation is COST_UNKNOWN:
                 return self._admit_with_grant(agent, intent)
         except BudgetExceeded:
             self._on_refusal()
@@ -77,7 +81,7 @@ class Runtime:
         """:meth:`admit` for async clients: a wait for the gateway runs in a thread, never on the event loop."""
         try:
             reservation = self.budget.admit(agent, intent)
-            if reservation is NEED_GRANT:
+            if reservation is NEED_GRANT or reservation is COST_UNKNOWN:
                 return await asyncio.to_thread(self._admit_with_grant, agent, intent)
         except BudgetExceeded:
             self._on_refusal()
@@ -94,31 +98,47 @@ class Runtime:
                 log.exception("axme_meter: could not checkpoint unsent spend")
 
     def _admit_with_grant(self, agent: str, intent: str | None) -> Reservation | None:
+        """The slow path of :meth:`admit`: wait for a new agent's first cost, or ask the gateway for a grant."""
         deadline = time.monotonic() + GRANT_WAIT
+        probe_deadline = time.monotonic() + FIRST_COST_WAIT
         while True:
-            event, leader = self.budget.begin_ask(agent)
-            reached = True
-            if leader:
-                try:
-                    sender = self.sender()
-                    reached = sender is not None and sender.request_grant(agent)
-                except Exception:  # metering must never break the user's call: as if unreachable
-                    log.exception("axme_meter: grant request failed")
-                    reached = False
-                finally:
-                    self.budget.end_ask(agent, event)
-            else:
-                event.wait(max(0.0, deadline - time.monotonic()))
-            reservation = self.budget.admit(agent, intent)  # raises when the gateway refused
+            reservation = self.budget.admit(agent, intent)  # raises when blocked, or when the gateway refused
+            if reservation is COST_UNKNOWN:
+                if time.monotonic() >= probe_deadline:
+                    return None  # the first call is taking very long: don't hold every other call back for it
+                self.budget.wait_for_cost(agent, probe_deadline - time.monotonic())
+                continue
             if reservation is not NEED_GRANT:
                 return reservation  # type: ignore[return-value]
-            if not reached or not self.budget.granting:
-                return None  # unreachable (fail_mode decides, in admit) or no grants there: as before grants
+            if not self.budget.granting:
+                return None  # a gateway without grants: leases bound the spend, as before grants
             if time.monotonic() >= deadline:
                 raise BudgetExceeded(
                     f"{agent}: the gateway granted no budget for this call within {GRANT_WAIT:g}s (the agent's "
                     "remaining budget is spread over its other running processes); retry shortly",
                     agent=agent, intent=intent, policy=None)
+            if not self._ask_for_grant(agent, deadline):
+                # Unreachable, and fail_mode is "open" (a fail-closed block would have raised in admit above).
+                self.ungranted_calls += 1
+                self._say_once("ungranted", logging.WARNING, "axme_meter: the gateway could not be asked for a grant; "
+                               "calls go out without one while it is unreachable (fail_mode='open'); see "
+                               "transport_status()['ungranted_calls']")
+                return None
+
+    def _ask_for_grant(self, agent: str, deadline: float) -> bool:
+        """One grant request per agent at a time (the others wait for its answer); False if unreachable."""
+        event, leader = self.budget.begin_ask(agent)
+        if not leader:
+            event.wait(max(0.0, deadline - time.monotonic()))
+            return True
+        try:
+            sender = self.sender()
+            return sender is not None and sender.request_grant(agent)
+        except Exception:  # metering must never break the user's call: as if unreachable
+            log.exception("axme_meter: grant request failed")
+            return False
+        finally:
+            self.budget.end_ask(agent, event)
 
     def release(self, reservation: Reservation | None) -> None:
         """The call failed before it could cost anything: its reservation goes back to the grant."""
@@ -170,7 +190,7 @@ class Runtime:
 
     def status(self) -> dict[str, object]:
         """Mode, gateway, pending entries, spool and blocks. Never the API key."""
-        out: dict[str, object] = {"mode": self.mode, "reason": self.mode_reason}
+        out: dict[str, object] = {"mode": self.mode, "reason": self.mode_reason, "ungranted_calls": self.ungranted_calls}
         sender = self._sender
         if sender is not None:
             out.update(sender.status())

@@ -93,6 +93,7 @@ def worker(config: dict[str, Any]) -> None:
         thread.join()
     status = axme_meter.transport_status()
     counts["grant_requests"] = int(status.get("grant_requests", 0) or 0)
+    counts["ungranted_calls"] = int(status.get("ungranted_calls", 0) or 0)
     if config["crash"]:
         print("RESULT " + json.dumps(counts), flush=True)
         os._exit(0)  # a crash: no final flush, no grant returned; the spool keeps the spend for the next process
@@ -116,6 +117,7 @@ class Phase:
     blocked_threads: int
     threads: int
     grant_requests: int
+    ungranted: int
     errors: dict[str, int]
     seconds: float
 
@@ -177,7 +179,7 @@ def run_phase(backend: str, urls: list[str], key: str, shape: str, mode: str, ar
             errors[kind] = errors.get(kind, 0) + n
     return Phase(backend, shape, mode, processes, upstream, args.budget_calls, _recorded(api, agent),
                  sum(r["blocked"] for r in results), processes * threads, sum(r["grant_requests"] for r in results),
-                 errors, seconds)
+                 sum(r["ungranted_calls"] for r in results), errors, seconds)
 
 
 def _recorded(api: Any, agent: str) -> Decimal:
@@ -259,10 +261,11 @@ def main() -> None:
 
 def _report(phases: list[Phase]) -> None:
     print(f"\n{'backend':<15}{'shape':<7}{'mode':<8}{'upstream':>9}{'over calls':>11}{'per process':>12}"
-          f"{'recorded $':>12}{'blocked':>10}{'grant reqs':>11}{'errors':>8}")
+          f"{'recorded $':>12}{'blocked':>10}{'grant reqs':>11}{'ungranted':>10}{'errors':>8}")
     for p in phases:
         print(f"{p.backend:<15}{p.shape:<7}{p.mode:<8}{p.upstream:>9}{p.over_calls:>+11d}{p.over_calls / p.processes:>+12.2f}"
-              f"{p.recorded:>12.4f}{p.blocked_threads:>6}/{p.threads:<4}{p.grant_requests:>10}{sum(p.errors.values()):>8}")
+              f"{p.recorded:>12.4f}{p.blocked_threads:>6}/{p.threads:<4}{p.grant_requests:>10}{p.ungranted:>10}"
+              f"{sum(p.errors.values()):>8}")
     for backend in dict.fromkeys(p.backend for p in phases):
         for shape in dict.fromkeys(p.shape for p in phases if p.backend == backend):
             pair = {p.mode: p for p in phases if p.backend == backend and p.shape == shape}

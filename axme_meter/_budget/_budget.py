@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from .._money import to_decimal
 from ._blocks import GATEWAY, LEASE, LOCAL, UNREACHABLE, Block
-from ._grants import NEED_GRANT, AgentGrants, Grants, Reservation
+from ._grants import AgentGrants, Grants, Reservation
 
 if TYPE_CHECKING:  # imported lazily: this module loads with the first client and must stay cheap
     from .._meter import CallRecord, Meter, Pending
@@ -78,7 +78,8 @@ class Budget:
     # ------------------------------------------------------------------ the hot path
 
     def admit(self, agent: str, intent: str | None) -> Reservation | None | object:
-        """Before a call: raise if blocked; else a reservation, ``None`` (nothing to reserve) or ``NEED_GRANT``."""
+        """Before a call: raise if blocked; else a reservation, ``None`` (nothing to reserve), ``NEED_GRANT``
+        or ``COST_UNKNOWN`` (see ``_grants.py``)."""
         if self.armed:
             self._check_blocks(agent, intent)
         if not self.granting:
@@ -170,6 +171,13 @@ class Budget:
         """The reserved call failed before it could cost anything: give its reservation back."""
         with self._lock:
             self.grants.release(reservation)
+
+    def wait_for_cost(self, agent: str, timeout: float) -> None:
+        """``COST_UNKNOWN``: wait until the agent's first call here has a real cost (or ``timeout``)."""
+        with self._lock:
+            event = self.grants.known_event(agent)
+        if event is not None:
+            event.wait(timeout)
 
     # ------------------------------------------------------------------ grants
 

@@ -73,25 +73,36 @@ class AgentGrants:
     ready: threading.Event = field(default_factory=threading.Event)
     #: Set when a slice ran below half of its last top-up: the sender asks for more in the background.
     wanted: bool = False
+    #: Nothing predicts a call's cost yet (a new agent): one call goes first, the others wait for ``known``.
+    probing: bool = False
+    known: threading.Event = field(default_factory=threading.Event)
 
     @property
     def predicted(self) -> int:
         return max(self.recent) if self.recent else self.gateway_call_cost
 
+    @property
+    def cost_unknown(self) -> bool:
+        return not self.recent and not self.gateway_call_cost
+
 
 class Reservation:
     """The predicted cost of one call, held in every slice of its agent until the call is booked."""
 
-    __slots__ = ("agent", "amount", "slices")
+    __slots__ = ("agent", "amount", "slices", "probe")
 
-    def __init__(self, agent: str, amount: int, slices: list[Slice]) -> None:
+    def __init__(self, agent: str, amount: int, slices: list[Slice], probe: bool = False) -> None:
         self.agent = agent
         self.amount = amount
         self.slices = slices
+        #: The first call of an agent whose cost nothing predicts: the others wait for its real cost.
+        self.probe = probe
 
 
 #: ``reserve`` could not cover the call from what is held: ask the gateway first.
 NEED_GRANT = object()
+#: Nothing predicts this agent's call cost yet and one call is finding it out: wait for it, then try again.
+COST_UNKNOWN = object()
 
 
 class Grants:
@@ -116,15 +127,30 @@ class Grants:
         for s in slices:
             if s.valid_until <= now or s.free < amount or (amount == 0 and s.free <= 0):
                 return NEED_GRANT
+        probe = held.cost_unknown
+        if probe:
+            # Reserving 0 for every concurrent call would let them all past a slice that holds only a few:
+            # one call goes first, and its real cost predicts the others.
+            if held.probing:
+                return COST_UNKNOWN
+            held.probing = True
+            held.known.clear()
         for s in slices:
             s.reserved += amount
-        return Reservation(agent, amount, slices)
+        return Reservation(agent, amount, slices, probe)
+
+    def known_event(self, agent: str) -> threading.Event | None:
+        held = self.agents.get(agent)
+        return held.known if held is not None else None
 
     def settle(self, reservation: Reservation, cost: int) -> bool:
         """Book the real cost; True when a slice ran low and more should be asked for in the background."""
         held = self.agents.get(reservation.agent)
         if held is not None:
             held.recent.append(cost)
+            if reservation.probe:
+                held.probing = False
+                held.known.set()
         low = False
         for s in reservation.slices:
             s.reserved -= reservation.amount
@@ -140,6 +166,10 @@ class Grants:
         """The call never happened (or failed before costing anything)."""
         for s in reservation.slices:
             s.reserved -= reservation.amount
+        held = self.agents.get(reservation.agent)
+        if reservation.probe and held is not None:
+            held.probing = False  # another call finds the cost out
+            held.known.set()
 
     def apply(self, agent: str, answer: dict[str, Any], sent_at: float) -> AgentGrants:
         """Take a 200 answer of ``POST /v1/mesh/grants`` (sent at monotonic ``sent_at``)."""

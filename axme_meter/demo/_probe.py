@@ -52,7 +52,7 @@ def serves(url: str) -> bool:
 
 
 def blocked_locally(agent: str) -> bool:
-    """Has this process's transport blocked ``agent`` (gateway answer, lease or local limit)?"""
+    """Has this process's transport blocked ``agent`` (gateway answer or refused grant, lease or local limit)?"""
     return agent in _runtime.default().blocked_agents()
 
 

@@ -52,7 +52,7 @@ def print_summary(summary: DemoSummary, console: Console) -> None:
     if overshoot is not None:
         over = (f"{usd(overshoot)} beyond the {usd(budget, 2)} limit ({overshoot / budget:.1%}), "
                 f"{summary.overshoot_calls} call(s) made after the limit was reached"
-                if overshoot > 0 else f"none: stopped {usd(-overshoot)} below the limit (the lease held it back)")
+                if overshoot > 0 else f"none: stopped {usd(-overshoot)} below the limit (the next call did not fit in what the gateway had left to grant)")
         table.add_row("overshoot", over)
     if summary.triage_after_block_ok is not None:
         table.add_row("per-agent", "triage-agent (no policy) kept working after the block"

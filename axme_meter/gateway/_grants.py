@@ -83,8 +83,10 @@ class GrantOutcome:
     refusal: PolicyStatus | None = None
     call_cost: int = 0
     policy: CostPolicy | None = None
-    #: For a refusal: what was free (not spent, not granted) and how much other processes hold.
+    #: For a refusal: what was free (neither reported spent nor granted), what running processes hold
+    #: (granted and not yet reported spent, the requester's own included), and the part others hold.
     free: int = 0
+    reserved: int = 0
     held_elsewhere: int = 0
 
 
@@ -123,7 +125,7 @@ def grant_tx(conn: Connection, org: str, address: str, body: GrantRequest, now: 
         available = int(mine["amount"]) - max(int(mine["settled"]), used.get(mine["grant_id"], 0)) if mine else 0
         slice_ = _slice(free, holders, outcome.call_cost, available, body.want_usd)
         if slice_ is None and available < max(outcome.call_cost, 1):
-            outcome.refusal, outcome.free = p, max(free, 0)
+            outcome.refusal, outcome.free, outcome.reserved = p, max(free, 0), outstanding
             outcome.held_elsewhere = outstanding - (int(mine["amount"]) - int(mine["settled"]) if mine else 0)
             if not p.breached:
                 _record_stop(conn, row, address, body.instance, p, ts)

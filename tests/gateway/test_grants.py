@@ -59,7 +59,8 @@ def test_slices_shrink_to_one_call_and_never_pass_the_limit(gateway: GatewayProc
         assert sizes == sorted(sizes, reverse=True)
         err = resp.json()["error"]
         assert err["code"] == "budget_exceeded" and err["policy"] == "max_cost_per_hour_usd" and err["reserved"] is True
-        assert "held by its other running processes" in err["message"] and "not enough for the next call" in err["message"]
+        assert "granted to running processes and not reported spent yet" in err["message"]
+        assert "not enough for the next call" in err["message"]
         assert resp.headers["x-should-retry"] == "false" and int(resp.headers["Retry-After"]) <= 5
 
 

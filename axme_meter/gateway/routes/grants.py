@@ -64,9 +64,9 @@ def _explain_short(err: ApiError, address: str, outcome: GrantOutcome) -> None:
     def usd(pico: int) -> str:
         return _money.display_usd(_money.to_decimal(pico))
 
-    elsewhere = f", {usd(outcome.held_elsewhere)} held by its other running processes" if outcome.held_elsewhere > 0 else ""
-    err.message = (f"{address} has {usd(outcome.free)} left of its {p.name} of {usd(p.limit)} (spent {usd(p.spent)}"
-                   f"{elsewhere}): not enough for the next call (about {usd(outcome.call_cost)})")
+    held = f", {usd(outcome.reserved)} granted to running processes and not reported spent yet" if outcome.reserved else ""
+    err.message = (f"{address} has {usd(outcome.free)} left of its {p.name} of {usd(p.limit)} ({usd(p.spent)} reported "
+                   f"spent{held}): not enough for the next call (about {usd(outcome.call_cost)})")
     if outcome.held_elsewhere > 0:
         # They spend it or give it back soon: worth asking again shortly.
         err.message += "; retry shortly"
