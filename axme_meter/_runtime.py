@@ -118,11 +118,12 @@ class Runtime:
                     "remaining budget is spread over its other running processes); retry shortly",
                     agent=agent, intent=intent, policy=None)
             if not self._ask_for_grant(agent, deadline):
-                # Unreachable, and fail_mode is "open" (a fail-closed block would have raised in admit above).
+                # The gateway could not grant (down, or it refused the key), and fail_mode is "open" (a fail-closed
+                # block would have raised in admit above): the call goes out unbounded, and is counted.
                 self.ungranted_calls += 1
-                self._say_once("ungranted", logging.WARNING, "axme_meter: the gateway could not be asked for a grant; "
-                               "calls go out without one while it is unreachable (fail_mode='open'); see "
-                               "transport_status()['ungranted_calls']")
+                self._say_once("ungranted", logging.WARNING, "axme_meter: the gateway could not be asked for budget, "
+                               "so calls go out without a grant (fail_mode='open'); see transport_status()['state'] "
+                               "and ['ungranted_calls']")
                 return None
 
     def _ask_for_grant(self, agent: str, deadline: float) -> bool:

@@ -729,6 +729,9 @@ class Sender:
         if answer.status >= 500:
             self._note_failure(f"HTTP {answer.status}")
             return False
+        if answer.status == 401:
+            self._note_unauthorized()  # said once, with what to do; asked again only after a pause
+            return False
         if answer.status in (403, 404):
             # This key may not spend for this agent at all: its spend will be refused (and quarantined) too.
             # Don't ask again on every call; the heartbeat path reports the refusal once, with what to do.
