@@ -8,7 +8,6 @@ was wrapped.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import functools
 import inspect
@@ -197,6 +196,8 @@ class intent(_Scope):
 
         runtime = _runtime.default()
         if runtime.registers_intents:
+            import asyncio  # lazily: only async scopes get here
+
             await asyncio.to_thread(runtime.register_intent, current_agent(), intent_id, self.labels)
         else:
             runtime.register_intent(current_agent(), intent_id, self.labels)

@@ -12,7 +12,6 @@ priced call, flush or intent registration with a gateway configured.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import logging
 import os
@@ -29,9 +28,9 @@ from ._budget import Budget
 from ._budget._grants import COST_UNKNOWN, NEED_GRANT, Reservation
 from ._errors import BudgetExceeded
 from ._meter import CallRecord, meter
-from ._transport._flush_result import FlushResult
 
 if TYPE_CHECKING:
+    from ._transport._flush_result import FlushResult
     from ._transport._sender import Sender
 
 #: How long a call may wait for the gateway to grant budget (first call of an agent, or its slice ran out).
@@ -82,6 +81,8 @@ class Runtime:
         try:
             reservation = self.budget.admit(agent, intent)
             if reservation is NEED_GRANT or reservation is COST_UNKNOWN:
+                import asyncio  # lazily: only async clients get here
+
                 return await asyncio.to_thread(self._admit_with_grant, agent, intent)
         except BudgetExceeded:
             self._on_refusal()
@@ -185,6 +186,8 @@ class Runtime:
         """Send all unsent spend now, bounded by ``timeout``; truthy when the gateway has all of it."""
         sender = self.sender()
         if sender is None:
+            from ._transport._flush_result import FlushResult
+
             return FlushResult(state=self.mode)
         sender.flush(timeout)
         return sender.result()

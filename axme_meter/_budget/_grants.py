@@ -16,7 +16,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._protocol import parse_iso, parse_money
 
 #: How many recent call costs predict the next one (their maximum: cautious, and quick to follow a jump).
 RECENT_CALLS = 8
@@ -173,6 +172,7 @@ class Grants:
 
     def apply(self, agent: str, answer: dict[str, Any], sent_at: float) -> AgentGrants:
         """Take a 200 answer of ``POST /v1/mesh/grants`` (sent at monotonic ``sent_at``)."""
+        from .._protocol import parse_iso, parse_money  # lazily: grants arrive long after import
         held = self.agents.get(agent)
         if held is None:
             held = self.agents[agent] = AgentGrants()
@@ -223,6 +223,8 @@ class Grants:
 
 
 def _unpriced(raw: Any) -> UnpricedRule | None:
+    from .._protocol import parse_money
+
     if not isinstance(raw, dict):
         return None
     return UnpricedRule(str(raw.get("action") or "estimate"), parse_money(raw.get("input_usd_per_1m")) or 0,
