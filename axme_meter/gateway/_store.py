@@ -13,9 +13,10 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, select, tuple_, update
+from sqlalchemy import Numeric, and_, cast, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql import ColumnElement, FromClause
 
 from ._db import agents, alert_claims, api_keys, counters, entries, events, instances, intents, sessions
 
@@ -168,6 +169,36 @@ def read_totals_many(conn: Connection, wanted: Mapping[str, Mapping[str, int]]) 
                 found[(r["address_id"], r["window"])] = {f: int(r[f]) for f in COUNTER_FIELDS}
     zero = dict.fromkeys(COUNTER_FIELDS, 0)
     return {aid: {w: found.get((aid, w), dict(zero)) for w in windows} for aid, windows in wanted.items()}
+
+
+def join_window_totals(
+    base: FromClause, aid: ColumnElement[Any], starts: Mapping[str, ColumnElement[Any]]
+) -> tuple[FromClause, dict[str, dict[str, ColumnElement[Any]]]]:
+    """``base`` LEFT JOINed with each window's total counter row, for reads over many agents in one statement.
+
+    ``starts[window]`` is the SQL expression for the start of that agent's current window (it depends on
+    the agent's timezone). Returns the join and ``{window: {counter field: column}}``; a missing row reads
+    as NULL (zero). Kept next to ``add_counters`` so that a change to how counters are stored changes
+    the one reader that joins them."""
+    joined = base
+    columns: dict[str, dict[str, ColumnElement[Any]]] = {}
+    for window, start in starts.items():
+        row = counters.alias(f"totals_{window}")
+        joined = joined.outerjoin(row, and_(row.c.address_id == aid, row.c.window == window, row.c.start == start,
+                                            row.c.dim == "total", row.c.key == ""))
+        columns[window] = {f: row.c[f] for f in COUNTER_FIELDS}
+    return joined, columns
+
+
+def policy_field(dialect: str, name: str, *, number: bool = False) -> ColumnElement[Any]:
+    """One top-level field of the stored policy JSON (``agents.policy``) as SQL; NULL without a policy.
+
+    With ``number`` the value compares as a number (limits are pico-dollar ints, up to 1e21: NUMERIC on
+    PostgreSQL; SQLite's ``json_extract`` returns an INTEGER, or a REAL beyond 64 bits)."""
+    if dialect == "postgresql":
+        text_value = cast(agents.c.policy, postgresql.JSON)[name].astext
+        return cast(text_value, Numeric) if number else text_value
+    return func.json_extract(agents.c.policy, f"$.{name}")
 
 
 def register_intent(conn: Connection, org: str, intent_id: str, aid: str, labels: Mapping[str, str] | None, now: int) -> bool:
