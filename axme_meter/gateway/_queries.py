@@ -114,7 +114,7 @@ class Agent:
     last_heartbeat_at: datetime | None
     created_at: datetime
     timezone: str
-    windows: dict[str, Window]  # hour | day | week | month
+    windows: dict[str, Window]  # the current hour / day / week / month
     policy: CostPolicy | None
     client_block: ClientBlock | None = None
 
@@ -165,6 +165,13 @@ class AgentQuery:
     descending: bool | None = None
     limit: int | None = None  # None: every matching agent
     offset: int = 0
+    #: windows summed over the matching agents (``AgentPage.matching_cost``) besides ``day`` and ``window``:
+    #: each costs a lookup per visible agent (listed agents carry all four windows' totals anyway)
+    windows: tuple[str, ...] = ()
+
+    @property
+    def shown(self) -> tuple[str, ...]:
+        return tuple(w for w in WINDOWS if w in {"day", self.window, *self.windows})
 
     @property
     def reverse(self) -> bool:
@@ -177,7 +184,7 @@ class AgentPage:
     agents: list[Agent]
     summary: FleetSummary
     matching: int  # agents matching the filters, over all pages
-    matching_cost: dict[str, int]  # day / week / month cost summed over the matching agents
+    matching_cost: dict[str, int]  # each shown window's cost summed over the matching agents
 
     @property
     def next_offset(self) -> int | None:
@@ -354,48 +361,62 @@ class _Zones:
 _ZONES = _Zones()
 
 
-def _tz_column(dialect: str) -> ColumnElement[Any]:
-    return func.coalesce(_store.policy_field(dialect, "timezone"), "UTC")
+def _tz_column(dialect: str, source: ColumnElement[Any] | None = None) -> ColumnElement[Any]:
+    return func.coalesce(_store.policy_field(dialect, "timezone", source=source), "UTC")
 
 
-def _effective_state(dialect: str, totals: Mapping[str, Mapping[str, ColumnElement[Any]]]) -> ColumnElement[Any]:
+def _effective_state(dialect: str, cols: Any, totals: Mapping[str, Mapping[str, ColumnElement[Any]]]) -> ColumnElement[Any]:
     """``blocked`` as :func:`_policies.evaluate` derives it, in SQL: an active agent whose ``block`` policy
     has a windowed money limit spent (``spent >= limit``); otherwise the stored state. Sorting by state and
-    the summary counts use it; listed agents are evaluated in Python as well (the two are tested to agree)."""
+    the summary counts use it; listed agents are evaluated in Python as well (the two are tested to agree).
+    ``cols`` has ``state`` and ``policy`` (a :func:`_store.parsed_policy` column)."""
     breaches = []
     for name, (window, column, kind) in WINDOWED.items():
         if kind == "usd":
-            limit = _store.policy_field(dialect, name, number=True)
+            limit = _store.policy_field(dialect, name, number=True, source=cols.policy)
             breaches.append(and_(limit.is_not(None), func.coalesce(totals[window][column], 0) >= limit))
-    action = func.coalesce(_store.policy_field(dialect, "action_on_breach"), "block")
-    return case((and_(agents.c.state == "active", action == "block", or_(*breaches)), "blocked"), else_=agents.c.state)
+    action = func.coalesce(_store.policy_field(dialect, "action_on_breach", source=cols.policy), "block")
+    return case((and_(cols.state == "active", action == "block", or_(*breaches)), "blocked"), else_=cols.state)
 
 
-def _health(now: datetime) -> ColumnElement[Any]:
-    last = agents.c.last_heartbeat_at
+def _health(now: datetime, cols: Any = agents.c) -> ColumnElement[Any]:
+    last = cols.last_heartbeat_at
     age = literal(now.timestamp(), Float) - last
-    return case((agents.c.state == "killed", "killed"), (last.is_(None), "unknown"), (age < HEALTHY_SECONDS, "healthy"),
+    return case((cols.state == "killed", "killed"), (last.is_(None), "unknown"), (age < HEALTHY_SECONDS, "healthy"),
                 (age <= DEGRADED_SECONDS, "degraded"), else_="unreachable")
 
 
+#: window → the policy limits evaluated on its totals
+_LIMITS_BY_WINDOW = {w: [name for name, (win, _c, _k) in WINDOWED.items() if win == w] for w in WINDOWS}
+
+
+def _starts(tz: ColumnElement[Any], now: datetime, zones: Sequence[str]) -> dict[str, ColumnElement[Any]]:
+    """Each window's current start for an agent whose timezone is ``tz``: ``CASE tz WHEN … THEN start``."""
+    by_zone = {z: window_starts(now, z) for z in zones}
+    return {w: case({z: s[w] for z, s in by_zone.items()}, value=tz) for w in WINDOWS}
+
+
+def _full_totals(dialect: str, base: Any, aid: ColumnElement[Any], tz: ColumnElement[Any], now: datetime,
+                 zones: Sequence[str]) -> tuple[Any, list[Any]]:
+    """``base`` joined with every window's totals row (all counter fields), labelled ``<window>_<field>``."""
+    joined, totals = _store.join_window_totals(dialect, base, aid, _starts(tz, now, zones))
+    return joined, [totals[w][f].label(f"{w}_{f}") for w in WINDOWS for f in _store.COUNTER_FIELDS]
+
+
 def _agent_select(conn: Connection, org: str, now: datetime, zones: Sequence[str]) -> Select[Any]:
-    """Every visible agent with its current windows' totals, effective state and health: one row each."""
+    """Every visible agent with all four current windows' totals and its health: one row each."""
     dialect = conn.dialect.name
     tz = _tz_column(dialect)
-    starts_by_zone = {z: window_starts(now, z) for z in zones}
-    starts = {w: case({z: s[w] for z, s in starts_by_zone.items()}, value=tz) for w in WINDOWS}
-    joined, totals = _store.join_window_totals(agents, agents.c.address_id, starts)
-    columns = [totals[w][f].label(f"{w}_{f}") for w in WINDOWS for f in _store.COUNTER_FIELDS]
+    joined, columns = _full_totals(dialect, agents, agents.c.address_id, tz, now, zones)
     return select(
         agents.c.address_id, agents.c.address, agents.c.org, agents.c.state, agents.c.created_at,
         agents.c.last_heartbeat_at, agents.c.policy, tz.label("tz"),
-        case({z: 1 for z in zones}, value=tz, else_=0).label("zone_known"),
-        _effective_state(dialect, totals).label("effective_state"), _health(now).label("health"), *columns,
+        case({z: 1 for z in zones}, value=tz, else_=0).label("zone_known"), _health(now).label("health"), *columns,
     ).select_from(joined).where(_visible(org))
 
 
 def _agent_of(row: Mapping[str, Any], now: datetime, window_bounds: dict[tuple[str, str], tuple[datetime, datetime]]) -> Agent:
-    """A row of ``_agent_select`` as an :class:`Agent`, its policies evaluated exactly as heartbeats do."""
+    """A row with ``_agent_select``'s columns as an :class:`Agent`, its policies evaluated exactly as heartbeats do."""
     tz = row["tz"]
     policy = parse_policy(row["policy"])
     totals = {w: Totals.of({f: row[f"{w}_{f}"] for f in _store.COUNTER_FIELDS}) for w in WINDOWS}
@@ -423,6 +444,44 @@ def get_agent(conn: Connection, org: str, ref: str, now: datetime) -> Agent | No
     return None if row is None else _agent_of(row, now, {})
 
 
+def _ranking_select(conn: Connection, org: str, now: datetime, zones: Sequence[str], query: AgentQuery) -> Select[Any]:
+    """Every visible agent, narrow: what sorting, filtering and the summary need, nothing more.
+
+    Each window joined here is one primary-key lookup per agent: the windows the listing sums or sorts
+    by (``query.shown``) for every agent; the others only for agents whose policy limits them (what the
+    ``blocked`` state needs); a NULL start finds nothing at almost no cost. Only cost and intents are read."""
+    dialect = conn.dialect.name
+    # the visible agents with their policy parsed once per row (MATERIALIZED: PostgreSQL would otherwise inline
+    # the CTE and parse the policy text again for every field read below)
+    fleet = select(agents.c.address_id, agents.c.address, agents.c.org, agents.c.state, agents.c.last_heartbeat_at,
+                   _store.parsed_policy(dialect).label("policy")).where(_visible(org)).cte("fleet")
+    fleet = fleet.prefix_with("MATERIALIZED", dialect="postgresql")
+    f = fleet.c
+    tz = _tz_column(dialect, f.policy)
+    starts = _starts(tz, now, zones)
+    wanted = {}
+    for w in WINDOWS:
+        if w in query.shown:
+            wanted[w] = starts[w]
+        elif _LIMITS_BY_WINDOW[w]:
+            limited = or_(*(_store.policy_field(dialect, name, source=f.policy).is_not(None) for name in _LIMITS_BY_WINDOW[w]))
+            wanted[w] = case((limited, starts[w]), else_=None)
+    joined, totals = _store.join_window_totals(dialect, fleet, f.address_id, wanted, ("cost_pico", "intents"))
+    health = _health(now, f)
+    matches = [true()]
+    if query.q:
+        matches.append(func.lower(f.address).contains(query.q.lower(), autoescape=True))
+    if query.org:
+        matches.append(f.org == query.org)
+    if query.health:
+        matches.append(health == query.health)
+    return select(
+        f.address_id, f.address, f.last_heartbeat_at, tz.label("tz"), case({z: 1 for z in zones}, value=tz, else_=0).label("zone_known"),
+        _effective_state(dialect, f, totals).label("effective_state"), health.label("health"), and_(*matches).label("matches"),
+        *(totals[w][c].label(f"rank_{w}_{c}") for w in wanted for c in ("cost_pico", "intents")),
+    ).select_from(joined)
+
+
 def _split_sum(value: ColumnElement[Any], when: ColumnElement[Any] | None = None) -> tuple[Any, Any]:
     """Two window sums whose ``hi * 10**9 + lo`` is the exact total: SQLite's SUM of 64-bit ints raises on
     overflow, and a fleet's month may pass $9.2M (9.2e18 pico-dollars); each part stays far below that."""
@@ -437,9 +496,9 @@ def _order(b: Any, query: AgentQuery) -> list[Any]:
     def direction(col: Any) -> Any:
         return desc(col) if query.reverse else col
 
-    period = func.coalesce(b[f"{query.window}_cost_pico"], 0)
+    period = func.coalesce(b[f"rank_{query.window}_cost_pico"], 0)
     if query.sort == "cost":
-        keys = [direction(period), direction(func.coalesce(b["day_cost_pico"], 0))]
+        keys = [direction(period), direction(func.coalesce(b["rank_day_cost_pico"], 0))]
     elif query.sort == "last_heartbeat":  # never reported: last, either way
         keys = [case((b["last_heartbeat_at"].is_(None), 1), else_=0), direction(b["last_heartbeat_at"])]
     elif query.sort == "state":
@@ -450,38 +509,39 @@ def _order(b: Any, query: AgentQuery) -> list[Any]:
 
 
 def _page_select(conn: Connection, org: str, now: datetime, query: AgentQuery, zones: Sequence[str]) -> Select[Any]:
-    """The page, with the fleet's counts and the matching agents' sums on every row (window aggregates).
+    """One statement: every agent ranked (narrow rows), the fleet's counts and the matching agents' sums as
+    window aggregates, then the page's agents joined back with their full rows and all windows' totals.
 
     At least one row comes back whenever an agent is visible (``rank = 1``), so the counts arrive even
     for an empty page; the caller keeps the rows that match and fall inside the page."""
-    health = _health(now)
-    matches = [true()]
-    if query.q:
-        matches.append(func.lower(agents.c.address).contains(query.q.lower(), autoescape=True))
-    if query.org:
-        matches.append(agents.c.org == query.org)
-    if query.health:
-        matches.append(health == query.health)
-    inner = _agent_select(conn, org, now, zones).add_columns(and_(*matches).label("matches")).subquery("agent")
-    b = inner.c
+    narrow = _ranking_select(conn, org, now, zones, query).subquery("agent")
+    b = narrow.c
     aggregates: dict[str, Any] = {"fleet_total": func.count().over()}
     for name in HEALTH:
         aggregates[f"fleet_{name}"] = func.sum(case((b["health"] == name, 1), else_=0)).over()
     for name in ("blocked", "paused"):
         aggregates[f"fleet_{name}"] = func.sum(case((b["effective_state"] == name, 1), else_=0)).over()
-    aggregates["fleet_cost_hi"], aggregates["fleet_cost_lo"] = _split_sum(b[f"{query.window}_cost_pico"])
-    aggregates["fleet_intents"] = func.sum(func.coalesce(b[f"{query.window}_intents"], 0)).over()
+    aggregates["fleet_cost_hi"], aggregates["fleet_cost_lo"] = _split_sum(b[f"rank_{query.window}_cost_pico"])
+    aggregates["fleet_intents"] = func.sum(func.coalesce(b[f"rank_{query.window}_intents"], 0)).over()
     aggregates["matching"] = func.sum(case((b["matches"], 1), else_=0)).over()
-    for w in ("day", "week", "month"):
-        aggregates[f"matching_{w}_hi"], aggregates[f"matching_{w}_lo"] = _split_sum(b[f"{w}_cost_pico"], b["matches"])
+    for w in query.shown:
+        aggregates[f"matching_{w}_hi"], aggregates[f"matching_{w}_lo"] = _split_sum(b[f"rank_{w}_cost_pico"], b["matches"])
     aggregates["zones_known"] = func.min(b["zone_known"]).over()
     aggregates["rank"] = func.row_number().over(partition_by=b["matches"], order_by=_order(b, query))
-    ranked = select(inner, *(v.label(k) for k, v in aggregates.items())).subquery("ranked")
+    ranked = select(b["address_id"], b["tz"], b["health"], b["matches"], *(v.label(k) for k, v in aggregates.items())).subquery("ranked")
     r = ranked.c
     page = and_(r["matches"], r["rank"] > query.offset)
     if query.limit is not None:
         page = and_(page, r["rank"] <= query.offset + query.limit)
-    return select(ranked).where(or_(page, r["rank"] == 1)).order_by(r["rank"])
+    picked = select(ranked).where(or_(page, r["rank"] == 1)).subquery("picked")
+    p = picked.c
+    dialect = conn.dialect.name
+    joined, columns = _full_totals(dialect, picked.join(agents, agents.c.address_id == p["address_id"]), p["address_id"],
+                                   p["tz"], now, zones)
+    return select(
+        agents.c.address_id, agents.c.address, agents.c.org, agents.c.state, agents.c.created_at, agents.c.last_heartbeat_at,
+        agents.c.policy, *(p[k] for k in ("tz", "health", "matches", *aggregates)), *columns,
+    ).select_from(joined).order_by(p["rank"])
 
 
 def list_agents(conn: Connection, org: str, now: datetime, query: AgentQuery | None = None) -> AgentPage:
@@ -495,14 +555,14 @@ def list_agents(conn: Connection, org: str, now: datetime, query: AgentQuery | N
         tz = _tz_column(conn.dialect.name)
         _ZONES.learn(conn.execute(select(tz).where(_visible(org)).distinct()).scalars())
     if not rows:
-        return AgentPage(query, [], FleetSummary(), 0, dict.fromkeys(("day", "week", "month"), 0))
+        return AgentPage(query, [], FleetSummary(), 0, dict.fromkeys(query.shown, 0))
     first = rows[0]
     summary = FleetSummary(
         first["fleet_total"], *(int(first[f"fleet_{h}"]) for h in HEALTH), int(first["fleet_blocked"]),
         int(first["fleet_paused"]), int(first["fleet_cost_hi"]) * 10**9 + int(first["fleet_cost_lo"]),
         int(first["fleet_intents"]),
     )
-    matching_cost = {w: int(first[f"matching_{w}_hi"]) * 10**9 + int(first[f"matching_{w}_lo"]) for w in ("day", "week", "month")}
+    matching_cost = {w: int(first[f"matching_{w}_hi"]) * 10**9 + int(first[f"matching_{w}_lo"]) for w in query.shown}
     end = None if query.limit is None else query.offset + query.limit
     spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
     listed = [_agent_of(r, now, spans) for r in rows if r["matches"] and r["rank"] > query.offset and (end is None or r["rank"] <= end)]

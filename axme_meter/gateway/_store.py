@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Numeric, and_, cast, func, select, tuple_, update
+from sqlalchemy import Numeric, and_, cast, func, select, true, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement, FromClause
@@ -172,33 +172,50 @@ def read_totals_many(conn: Connection, wanted: Mapping[str, Mapping[str, int]]) 
 
 
 def join_window_totals(
-    base: FromClause, aid: ColumnElement[Any], starts: Mapping[str, ColumnElement[Any]]
+    dialect: str, base: FromClause, aid: ColumnElement[Any], starts: Mapping[str, ColumnElement[Any]],
+    fields: Sequence[str] = COUNTER_FIELDS,
 ) -> tuple[FromClause, dict[str, dict[str, ColumnElement[Any]]]]:
     """``base`` LEFT JOINed with each window's total counter row, for reads over many agents in one statement.
 
     ``starts[window]`` is the SQL expression for the start of that agent's current window (it depends on
-    the agent's timezone). Returns the join and ``{window: {counter field: column}}``; a missing row reads
-    as NULL (zero). Kept next to ``add_counters`` so that a change to how counters are stored changes
-    the one reader that joins them."""
+    the agent's timezone). Returns the join and ``{window: {field: column}}`` for ``fields``; a missing row reads
+    as NULL (zero). Every join is a primary-key lookup per agent, whatever the size of the counters table:
+    SQLite plans plain joins that way; PostgreSQL gets LATERAL subqueries, because with the start as an
+    expression its planner may otherwise hash-join whole windows of the table (or, on a freshly loaded
+    table without statistics, nested-loop over them: seconds per read). Kept next to ``add_counters`` so
+    that a change to how counters are stored changes the one reader that joins them."""
     joined = base
     columns: dict[str, dict[str, ColumnElement[Any]]] = {}
     for window, start in starts.items():
         row = counters.alias(f"totals_{window}")
-        joined = joined.outerjoin(row, and_(row.c.address_id == aid, row.c.window == window, row.c.start == start,
-                                            row.c.dim == "total", row.c.key == ""))
-        columns[window] = {f: row.c[f] for f in COUNTER_FIELDS}
+        match = and_(row.c.address_id == aid, row.c.window == window, row.c.start == start, row.c.dim == "total", row.c.key == "")
+        if dialect == "postgresql":
+            lateral = select(*(row.c[f] for f in fields)).where(match).limit(1).lateral(f"totals_{window}_row")
+            joined = joined.outerjoin(lateral, true())
+            columns[window] = {f: lateral.c[f] for f in fields}
+        else:
+            joined = joined.outerjoin(row, match)
+            columns[window] = {f: row.c[f] for f in fields}
     return joined, columns
 
 
-def policy_field(dialect: str, name: str, *, number: bool = False) -> ColumnElement[Any]:
-    """One top-level field of the stored policy JSON (``agents.policy``) as SQL; NULL without a policy.
+def parsed_policy(dialect: str) -> ColumnElement[Any]:
+    """The stored policy (``agents.policy``) parsed once, for :func:`policy_field` (``source=``): JSONB on
+    PostgreSQL, where every ``CAST(… AS JSON) ->> …`` would parse the text again; the text on SQLite."""
+    return cast(agents.c.policy, postgresql.JSONB) if dialect == "postgresql" else agents.c.policy
 
-    With ``number`` the value compares as a number (limits are pico-dollar ints, up to 1e21: NUMERIC on
-    PostgreSQL; SQLite's ``json_extract`` returns an INTEGER, or a REAL beyond 64 bits)."""
+
+def policy_field(dialect: str, name: str, *, number: bool = False, source: ColumnElement[Any] | None = None) -> ColumnElement[Any]:
+    """One top-level field of the stored policy JSON as SQL; NULL without a policy.
+
+    ``source`` is a :func:`parsed_policy` column (default: ``agents.policy``, parsed here). With ``number``
+    the value compares as a number (limits are pico-dollar ints, up to 1e21: NUMERIC on PostgreSQL;
+    SQLite's ``json_extract`` returns an INTEGER, or a REAL beyond 64 bits)."""
     if dialect == "postgresql":
-        text_value = cast(agents.c.policy, postgresql.JSON)[name].astext
+        parsed = source if source is not None else cast(agents.c.policy, postgresql.JSON)
+        text_value = parsed[name].astext
         return cast(text_value, Numeric) if number else text_value
-    return func.json_extract(agents.c.policy, f"$.{name}")
+    return func.json_extract(source if source is not None else agents.c.policy, f"$.{name}")
 
 
 def register_intent(conn: Connection, org: str, intent_id: str, aid: str, labels: Mapping[str, str] | None, now: int) -> bool:

@@ -38,7 +38,7 @@ class Listing:
     def query(self) -> _queries.AgentQuery:
         return _queries.AgentQuery(window="month", q=self.q.strip(), org=self.org, sort=self.sort,
                                    descending=None if not self.order else self.order == "desc",
-                                   limit=PAGE_SIZE, offset=(self.page - 1) * PAGE_SIZE)
+                                   limit=PAGE_SIZE, offset=(self.page - 1) * PAGE_SIZE, windows=("week",))
 
     def params(self, **changes: Any) -> dict[str, str]:
         """URL parameters for this listing with ``changes`` applied; defaults left out."""
