@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -270,17 +271,56 @@ def add_event(conn: Connection, org: str, aid: str | None, type_: str, data: Map
     conn.execute(events.insert().values(org=org, address_id=aid, type=type_, created_at=now, data=json.dumps(dict(data))))
 
 
-#: Claims this process has seen taken (claims are never deleted, so this cannot go stale).
-_TAKEN: set[tuple[str, str, int, str]] = set()
+Claim = tuple[str, str, int, str]  # address_id, policy, window start, threshold
+#: Execution option under which a gateway's :class:`AlertClaims` rides on its engine's connections.
+CLAIMS_OPTION = "axme_alert_claims"
 
 
-def claim_alert(conn: Connection, aid: str, policy: str, window_start: int, threshold: str, now: int) -> bool:
+class AlertClaims:
+    """The alert claims one gateway has seen taken, so it skips their INSERT next time.
+
+    Claims are never deleted, so a remembered one cannot go stale; the set belongs to one
+    ``Gateway`` (one database), never to the process: two gateways in one process (in-process
+    tests) must each claim in their own database. The ``Gateway`` puts it on its engine's
+    connections (execution option ``CLAIMS_OPTION``), which is where :func:`claim_alert` and
+    :func:`remember_claims` find it unless it is passed to them."""
+
+    LIMIT = 200_000
+
+    def __init__(self) -> None:
+        self._taken: set[Claim] = set()
+        self._lock = threading.Lock()
+
+    def __contains__(self, claim: object) -> bool:
+        return claim in self._taken
+
+    def __len__(self) -> int:
+        return len(self._taken)
+
+    def add_all(self, claims: Iterable[Claim]) -> None:
+        with self._lock:
+            if len(self._taken) > self.LIMIT:
+                self._taken.clear()
+            self._taken.update(claims)
+
+
+def _claims_of(conn: Connection, taken: AlertClaims | None) -> AlertClaims | None:
+    if taken is not None:
+        return taken
+    found = conn.get_execution_options().get(CLAIMS_OPTION)
+    return found if isinstance(found, AlertClaims) else None
+
+
+def claim_alert(conn: Connection, aid: str, policy: str, window_start: int, threshold: str, now: int,
+                taken: AlertClaims | None = None) -> bool:
     """True for exactly one caller across all replicas: the one whose row went in.
 
-    Claims known to be taken are skipped without a statement. A claim inserted by a
-    transaction that later rolls back is only remembered after the caller commits,
-    see :func:`remember_claims`."""
-    if (aid, policy, window_start, threshold) in _TAKEN:
+    Claims the gateway knows to be taken (``taken``, else its connection's :class:`AlertClaims`) are
+    skipped without a statement; without either every claim is tried (correct, one INSERT more). A claim
+    inserted by a transaction that later rolls back is only remembered after the caller commits, see
+    :func:`remember_claims`."""
+    known = _claims_of(conn, taken)
+    if known is not None and (aid, policy, window_start, threshold) in known:
         return False
     stmt = _insert(conn, alert_claims).values(
         address_id=aid, policy=policy, window_start=window_start, threshold=threshold, claimed_at=now
@@ -290,12 +330,12 @@ def claim_alert(conn: Connection, aid: str, policy: str, window_start: int, thre
     return won
 
 
-def remember_claims(conn: Connection) -> None:
+def remember_claims(conn: Connection, taken: AlertClaims | None = None) -> None:
     """After commit: every claim tried in this transaction is now taken (by us or another replica)."""
     claims = conn.info.pop("axme_claims", [])
-    if len(_TAKEN) > 200_000:
-        _TAKEN.clear()
-    _TAKEN.update(claims)
+    known = _claims_of(conn, taken)
+    if known is not None:
+        known.add_all(claims)
 
 
 def set_state(conn: Connection, aid: str, state: str) -> str | None:
