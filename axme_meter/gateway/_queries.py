@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Float, and_, case, desc, func, literal, or_, select, true
+from sqlalchemy import Float, and_, case, desc, false, func, literal, or_, select, true
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -469,17 +469,23 @@ def _ranking_select(conn: Connection, org: str, now: datetime, zones: Sequence[s
     joined, totals = _store.join_window_totals(dialect, fleet, f.address_id, wanted, ("cost_pico", "intents"))
     health = _health(now, f)
     matches = [true()]
+    # an address or org never holds a control character, and PostgreSQL refuses NUL in any string: such a
+    # filter matches nothing without asking the database; an unknown health matches nothing too
     if query.q:
-        matches.append(func.lower(f.address).contains(query.q.lower(), autoescape=True))
+        matches.append(func.lower(f.address).contains(query.q.lower(), autoescape=True) if _printable(query.q) else false())
     if query.org:
-        matches.append(f.org == query.org)
+        matches.append(f.org == query.org if _printable(query.org) else false())
     if query.health:
-        matches.append(health == query.health)
+        matches.append(health == query.health if query.health in HEALTH else false())
     return select(
         f.address_id, f.address, f.last_heartbeat_at, tz.label("tz"), case({z: 1 for z in zones}, value=tz, else_=0).label("zone_known"),
         _effective_state(dialect, f, totals).label("effective_state"), health.label("health"), and_(*matches).label("matches"),
         *(totals[w][c].label(f"rank_{w}_{c}") for w in wanted for c in ("cost_pico", "intents")),
     ).select_from(joined)
+
+
+def _printable(text: str) -> bool:
+    return not any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 def _split_sum(value: ColumnElement[Any], when: ColumnElement[Any] | None = None) -> tuple[Any, Any]:

@@ -4,6 +4,7 @@ unchanged (AXME's SDK reads it). In-process on SQLite and, when configured, Post
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,8 @@ async def test_state_counts_and_state_order_agree_with_each_agents_evaluated_sta
 async def test_bad_listing_parameters_are_422_naming_the_parameter(gw: InProcessGateway) -> None:
     for params, field in [({"limit": "0"}, "limit"), ({"limit": "1001"}, "limit"), ({"limit": "ten"}, "limit"),
                           ({"offset": "-1"}, "offset"), ({"offset": "1e3"}, "offset"), ({"sort": "price"}, "sort"),
-                          ({"order": "up"}, "order"), ({"q": "x" * 201}, "q"), ({"window": "year"}, "window")]:
+                          ({"order": "up"}, "order"), ({"q": "x" * 201}, "q"), ({"q": "a\x00b"}, "q"),
+                          ({"window": "year"}, "window")]:
         resp = await gw.http.get("/v1/mesh/agents", params=params)
         assert resp.status_code == 422, (params, resp.text)
         error = resp.json()["error"]
@@ -165,3 +167,19 @@ async def test_fleet_sums_are_exact_past_64_bits(gw: InProcessGateway) -> None:
     body = await _list(gw, limit=1, sort="cost")
     assert body["summary"]["cost_period"] == "10000000.00"
     assert body["agents"][0]["cost_today"] == "5000000.00" and body["page"]["total"] == 2
+
+
+async def test_dashboard_filters_that_match_no_address_answer_an_empty_page(tmp_path: Path, db_url: str) -> None:
+    """The overview's ``q`` and ``org`` come from the URL: a control character (PostgreSQL refuses NUL in any
+    string) or an unknown health must give "no match", never an error."""
+    async with inprocess_gateway(tmp_path, db_url=db_url, clock=NOW, dashboard=True) as gw:
+        await _fleet(gw, 3)
+        login = await gw.http.get("/dashboard/login")
+        token = re.search(r'name="csrf" value="([0-9a-f]+)"', login.text)
+        assert token and (await gw.http.post("/dashboard/login", data={"api_key": gw.admin_key, "csrf": token.group(1)})).status_code == 303
+        for params in ({"q": "bot\x00"}, {"org": "ac\x00me"}, {"q": "\x7f", "sort": "state"}):
+            page = await gw.http.get("/dashboard/live/overview", params=params)
+            assert page.status_code == 200 and "No agent matches the filter" in page.text, params
+        assert (await _list(gw, health="he\x00"))["agents"] == []
+        full = await gw.http.get("/dashboard", params={"q": "BOT-0", "sort": "name"})
+        assert re.findall(r'<tr data-agent="([^"]+)">', full.text) == sorted(_agent(n) for n in range(3))

@@ -79,6 +79,9 @@ def agent_query(request: Request) -> _queries.AgentQuery:
     text = q.get("q") or ""
     if len(text) > 200:
         raise ApiError(422, "validation_error", "q: at most 200 characters", {"field": "q"})
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ApiError(422, "validation_error", "q: control characters are not allowed (addresses never contain them)",
+                       {"field": "q"})
     return _queries.AgentQuery(
         window=_window(request), q=text, health=q.get("health") or "", sort=sort,
         descending=None if not order else order == "desc", limit=_int_param(request, "limit", 1, MAX_PAGE),
