@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .._queries import AgentCosts, Breakdown
+from .._results import AgentCosts, Breakdown
 
 
 @dataclass(frozen=True, slots=True)

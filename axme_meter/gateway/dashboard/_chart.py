@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from ..._money import to_decimal
-from .._queries import Bucket
+from .._results import Bucket
 from .._windows import zone
 from ._format import money_full
 

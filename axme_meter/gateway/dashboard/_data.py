@@ -14,7 +14,9 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from .. import _queries
+from .. import _fleet, _queries
+from .._results import Agent, AgentCosts, AgentQuery, Breakdown, Event, IntentCost
+from .._results import AgentPage as FleetPage
 from .._windows import bounds
 
 #: view → (bucket size for the chart, the calendar window it covers)
@@ -35,8 +37,8 @@ class Listing:
     order: str = ""  # "" = the sort's natural direction, else asc | desc
     page: int = 1
 
-    def query(self) -> _queries.AgentQuery:
-        return _queries.AgentQuery(window="month", q=self.q.strip(), org=self.org, sort=self.sort,
+    def query(self) -> AgentQuery:
+        return AgentQuery(window="month", q=self.q.strip(), org=self.org, sort=self.sort,
                                    descending=None if not self.order else self.order == "desc",
                                    limit=PAGE_SIZE, offset=(self.page - 1) * PAGE_SIZE, windows=("week",))
 
@@ -50,11 +52,11 @@ class Listing:
 @dataclass(slots=True)
 class Overview:
     listing: Listing
-    page: _queries.AgentPage
+    page: FleetPage
     orgs: list[str] = field(default_factory=list)
 
     @property
-    def agents(self) -> list[_queries.Agent]:
+    def agents(self) -> list[Agent]:
         return self.page.agents
 
     @property
@@ -68,24 +70,24 @@ class Overview:
 
 def overview(conn: Connection, org: str, now: datetime, listing: Listing) -> Overview:
     """One page of the agents visible to ``org`` with day / week / month windows."""
-    page = _queries.list_agents(conn, org, now, listing.query())
-    return Overview(listing, page, _queries.list_orgs(conn, org) if org == "*" else [])
+    page = _fleet.list_agents(conn, org, now, listing.query())
+    return Overview(listing, page, _fleet.list_orgs(conn, org) if org == "*" else [])
 
 
 @dataclass(slots=True)
 class AgentPage:
-    agent: _queries.Agent
+    agent: Agent
     view: str
     bucket: str
-    costs: _queries.AgentCosts
-    intents: list[tuple[_queries.Breakdown, _queries.IntentCost | None]]
-    selected_intent: _queries.IntentCost | None
-    events: list[_queries.Event]
+    costs: AgentCosts
+    intents: list[tuple[Breakdown, IntentCost | None]]
+    selected_intent: IntentCost | None
+    events: list[Event]
 
 
 def agent_page(conn: Connection, org: str, ref: str, now: datetime, view: str, intent: str | None = None) -> AgentPage | None:
     """One agent: its summary, the chart series for the chosen view, breakdowns, events, policy."""
-    agent = _queries.get_agent(conn, org, ref, now)
+    agent = _fleet.get_agent(conn, org, ref, now)
     if agent is None:
         return None
     bucket, window = VIEWS[view]

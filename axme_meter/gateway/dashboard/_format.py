@@ -20,7 +20,7 @@ from ..._money import display_usd, to_decimal
 from ..._protocol import money as wire_money
 from ..._protocol import parse_money
 from .._policies import PolicyStatus
-from .._queries import Agent
+from .._results import Agent
 from .._windows import parse_instant, zone
 
 

@@ -9,10 +9,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
-from .. import _commands, _queries
+from .. import _commands
 from .._auth import Principal
 from .._errors import ApiError
 from .._redact import redact_policy
+from .._results import SORTS
 from . import _actions, _breakdowns, _chart, _data
 from ._web import checked_form, forbidden, gw, read, render, to_login, who_is
 
@@ -26,7 +27,7 @@ def _listing(request: Request, who: Principal) -> _data.Listing:
     raw_page = q.get("page", "")
     page = int(raw_page) if raw_page.isascii() and raw_page.isdigit() and 0 < int(raw_page) <= 10**6 else 1
     return _data.Listing(q=q.get("q", "")[:200], org=q.get("org", "")[:128] if who.org == "*" else "",
-                         sort=sort if sort in _queries.SORTS else _data.DEFAULT_SORT,
+                         sort=sort if sort in SORTS else _data.DEFAULT_SORT,
                          order=order if order in ("asc", "desc") else "", page=page)
 
 

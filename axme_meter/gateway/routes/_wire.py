@@ -12,8 +12,8 @@ from typing import Any
 from ..._protocol import iso, money
 from .._commands import shown_policy
 from .._auth import Principal
-from .._queries import Agent, AgentCosts, AgentPage, AgentPolicy, Breakdown, EventPage, IntentCost, Totals
 from .._redact import redact_policy
+from .._results import Agent, AgentCosts, AgentPage, AgentPolicy, Breakdown, EventPage, IntentCost, Totals
 
 
 def totals(t: Totals) -> dict[str, Any]:

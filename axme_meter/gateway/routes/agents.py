@@ -10,7 +10,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .. import _commands, _queries
+from .. import _commands, _fleet, _queries
+from .._results import SORTS, AgentQuery
 from .._errors import ApiError, not_found
 from .._windows import UTC, WINDOWS, iso, parse_instant
 from . import _wire
@@ -67,12 +68,12 @@ def _int_param(request: Request, name: str, low: int, high: int) -> int | None:
     return int(raw)
 
 
-def agent_query(request: Request) -> _queries.AgentQuery:
+def agent_query(request: Request) -> AgentQuery:
     """The listing's query parameters: ``window``, ``health`` (AXME's SDK), and the optional paging ones."""
     q = request.query_params
     sort = q.get("sort") or "name"
-    if sort not in _queries.SORTS:
-        raise ApiError(422, "validation_error", f"sort: must be one of {', '.join(_queries.SORTS)}", {"field": "sort"})
+    if sort not in SORTS:
+        raise ApiError(422, "validation_error", f"sort: must be one of {', '.join(SORTS)}", {"field": "sort"})
     order = q.get("order") or ""
     if order not in ("", "asc", "desc"):
         raise ApiError(422, "validation_error", "order: must be asc or desc", {"field": "order"})
@@ -82,7 +83,7 @@ def agent_query(request: Request) -> _queries.AgentQuery:
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
         raise ApiError(422, "validation_error", "q: control characters are not allowed (addresses never contain them)",
                        {"field": "q"})
-    return _queries.AgentQuery(
+    return AgentQuery(
         window=_window(request), q=text, health=q.get("health") or "", sort=sort,
         descending=None if not order else order == "desc", limit=_int_param(request, "limit", 1, MAX_PAGE),
         offset=_int_param(request, "offset", 0, MAX_OFFSET) or 0,
@@ -94,7 +95,7 @@ async def list_agents(request: Request) -> JSONResponse:
     ``order`` page, search and sort in the database, and add ``"page"`` to the answer."""
     who = principal(request)
     query = agent_query(request)
-    page = await _read(request, _queries.list_agents, who.org, gateway(request).clock.now(), query)
+    page = await _read(request, _fleet.list_agents, who.org, gateway(request).clock.now(), query)
     paged = any(request.query_params.get(name) for name in PAGING)
     return JSONResponse(_wire.agent_list(page, paged=paged))
 
@@ -102,7 +103,7 @@ async def list_agents(request: Request) -> JSONResponse:
 async def get_agent(request: Request) -> JSONResponse:
     who = principal(request)
     ref = agent_ref(request)
-    found = await _read(request, _queries.get_agent, who.org, ref, gateway(request).clock.now())
+    found = await _read(request, _fleet.get_agent, who.org, ref, gateway(request).clock.now())
     if found is None:
         raise not_found(f"agent {ref!r}")
     return JSONResponse(_wire.agent_detail(found))

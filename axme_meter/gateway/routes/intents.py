@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 from .. import _queries
 from .._errors import not_found
 from .._ingest import register_intent
+from .._results import IntentCost
 from .._schemas import IntentCreate
 from . import _wire
 from ._common import block_error, gateway, principal, read_json, validate
@@ -42,7 +43,7 @@ async def get_intent(request: Request) -> JSONResponse:
     who = principal(request)
     intent_id = request.path_params["intent_id"]
 
-    def read() -> _queries.IntentCost | None:
+    def read() -> IntentCost | None:
         with gw.engine.connect() as conn:
             return _queries.intent_cost(conn, who.org, intent_id)
 

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 from .. import _commands, _queries
 from .._auth import require_admin
 from .._errors import not_found
+from .._results import AgentPolicy
 from .._schemas import CostPolicy
 from . import _wire
 from ._common import agent_ref, gateway, principal, read_json, validate
@@ -35,7 +36,7 @@ async def get_policy(request: Request) -> JSONResponse:
     who = principal(request)
     ref = agent_ref(request)
 
-    def read() -> _queries.AgentPolicy | None:
+    def read() -> AgentPolicy | None:
         with gw.engine.connect() as conn:
             return _queries.get_policy(conn, who.org, ref)
 
