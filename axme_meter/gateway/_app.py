@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -41,12 +41,17 @@ ASGIApp = Callable[[Scope, Callable[..., Awaitable[Any]], Callable[..., Awaitabl
 
 @dataclass
 class Gateway:
+    """One gateway's services and in-memory state; nothing of it is process-wide, so two apps in one
+    process (in-process tests) never share a cache. (``_ingest._SQLITE_WRITER`` is still module-level.)"""
+
     settings: Settings
     engine: Engine
     clock: Clock
     keys: KeyRing
     dispatcher: Dispatcher
     metrics: GatewayMetrics
+    #: Alert claims this gateway has seen taken; its engine's connections carry it (``_store.CLAIMS_OPTION``).
+    claims: _store.AlertClaims = field(default_factory=_store.AlertClaims)
 
 
 def bootstrap_admin_key(engine: Engine, settings: Settings, clock: Clock) -> str | None:
@@ -82,7 +87,10 @@ def build_gateway(settings: Settings) -> Gateway:
                             backoff=settings.alert_backoff, timeout=settings.alert_timeout,
                             egress=egress,
                             on_result=lambda ch, res: metrics.alerts.labels(ch, res).inc())
-    return Gateway(settings, engine, clock, KeyRing(engine), dispatcher, metrics)
+    claims = _store.AlertClaims()
+    # the write paths (``_ingest``) claim alerts with a connection, not a Gateway: the engine hands it on
+    engine.update_execution_options(**{_store.CLAIMS_OPTION: claims})
+    return Gateway(settings, engine, clock, KeyRing(engine), dispatcher, metrics, claims)
 
 
 def create_app(settings: Settings, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:

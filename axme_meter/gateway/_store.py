@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, select, tuple_, update
+from sqlalchemy import Numeric, and_, cast, func, select, true, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql import ColumnElement, FromClause
 
 from ._db import agents, alert_claims, api_keys, counters, entries, events, instances, intents, sessions
 
@@ -185,6 +187,53 @@ def read_totals_many(conn: Connection, wanted: Mapping[str, Mapping[str, int]]) 
     return {aid: {w: found.get((aid, w), dict(zero)) for w in windows} for aid, windows in wanted.items()}
 
 
+def join_window_totals(
+    dialect: str, base: FromClause, aid: ColumnElement[Any], starts: Mapping[str, ColumnElement[Any]],
+    fields: Sequence[str] = COUNTER_FIELDS,
+) -> tuple[FromClause, dict[str, dict[str, ColumnElement[Any]]]]:
+    """``base`` LEFT JOINed with each window's total counter row, for reads over many agents in one statement.
+
+    ``starts[window]`` is the SQL expression for the start of that agent's current window (it depends on
+    the agent's timezone). Returns the join and ``{window: {field: column}}`` for ``fields``; a missing row reads
+    as NULL (zero). Every join is a primary-key lookup per agent, whatever the size of the counters table:
+    SQLite plans plain joins that way; PostgreSQL gets LATERAL subqueries, because with the start as an
+    expression its planner may otherwise hash-join whole windows of the table (or, on a freshly loaded
+    table without statistics, nested-loop over them: seconds per read). Kept next to ``add_counters`` so
+    that a change to how counters are stored changes the one reader that joins them."""
+    joined = base
+    columns: dict[str, dict[str, ColumnElement[Any]]] = {}
+    for window, start in starts.items():
+        row = counters.alias(f"totals_{window}")
+        match = and_(row.c.address_id == aid, row.c.window == window, row.c.start == start, row.c.dim == "total", row.c.key == "")
+        if dialect == "postgresql":
+            lateral = select(*(row.c[f] for f in fields)).where(match).limit(1).lateral(f"totals_{window}_row")
+            joined = joined.outerjoin(lateral, true())
+            columns[window] = {f: lateral.c[f] for f in fields}
+        else:
+            joined = joined.outerjoin(row, match)
+            columns[window] = {f: row.c[f] for f in fields}
+    return joined, columns
+
+
+def parsed_policy(dialect: str) -> ColumnElement[Any]:
+    """The stored policy (``agents.policy``) parsed once, for :func:`policy_field` (``source=``): JSONB on
+    PostgreSQL, where every ``CAST(… AS JSON) ->> …`` would parse the text again; the text on SQLite."""
+    return cast(agents.c.policy, postgresql.JSONB) if dialect == "postgresql" else agents.c.policy
+
+
+def policy_field(dialect: str, name: str, *, number: bool = False, source: ColumnElement[Any] | None = None) -> ColumnElement[Any]:
+    """One top-level field of the stored policy JSON as SQL; NULL without a policy.
+
+    ``source`` is a :func:`parsed_policy` column (default: ``agents.policy``, parsed here). With ``number``
+    the value compares as a number (limits are pico-dollar ints, up to 1e21: NUMERIC on PostgreSQL;
+    SQLite's ``json_extract`` returns an INTEGER, or a REAL beyond 64 bits)."""
+    if dialect == "postgresql":
+        parsed = source if source is not None else cast(agents.c.policy, postgresql.JSON)
+        text_value = parsed[name].astext
+        return cast(text_value, Numeric) if number else text_value
+    return func.json_extract(source if source is not None else agents.c.policy, f"$.{name}")
+
+
 def register_intent(conn: Connection, org: str, intent_id: str, aid: str, labels: Mapping[str, str] | None, now: int) -> bool:
     """Create the intent if new; True when this call created it (so it counts towards intent limits)."""
     stmt = _insert(conn, intents).values(
@@ -237,17 +286,56 @@ def add_event(conn: Connection, org: str, aid: str | None, type_: str, data: Map
     conn.execute(events.insert().values(org=org, address_id=aid, type=type_, created_at=now, data=json.dumps(dict(data))))
 
 
-#: Claims this process has seen taken (claims are never deleted, so this cannot go stale).
-_TAKEN: set[tuple[str, str, int, str]] = set()
+Claim = tuple[str, str, int, str]  # address_id, policy, window start, threshold
+#: Execution option under which a gateway's :class:`AlertClaims` rides on its engine's connections.
+CLAIMS_OPTION = "axme_alert_claims"
 
 
-def claim_alert(conn: Connection, aid: str, policy: str, window_start: int, threshold: str, now: int) -> bool:
+class AlertClaims:
+    """The alert claims one gateway has seen taken, so it skips their INSERT next time.
+
+    Claims are never deleted, so a remembered one cannot go stale; the set belongs to one
+    ``Gateway`` (one database), never to the process: two gateways in one process (in-process
+    tests) must each claim in their own database. The ``Gateway`` puts it on its engine's
+    connections (execution option ``CLAIMS_OPTION``), which is where :func:`claim_alert` and
+    :func:`remember_claims` find it unless it is passed to them."""
+
+    LIMIT = 200_000
+
+    def __init__(self) -> None:
+        self._taken: set[Claim] = set()
+        self._lock = threading.Lock()
+
+    def __contains__(self, claim: object) -> bool:
+        return claim in self._taken
+
+    def __len__(self) -> int:
+        return len(self._taken)
+
+    def add_all(self, claims: Iterable[Claim]) -> None:
+        with self._lock:
+            if len(self._taken) > self.LIMIT:
+                self._taken.clear()
+            self._taken.update(claims)
+
+
+def _claims_of(conn: Connection, taken: AlertClaims | None) -> AlertClaims | None:
+    if taken is not None:
+        return taken
+    found = conn.get_execution_options().get(CLAIMS_OPTION)
+    return found if isinstance(found, AlertClaims) else None
+
+
+def claim_alert(conn: Connection, aid: str, policy: str, window_start: int, threshold: str, now: int,
+                taken: AlertClaims | None = None) -> bool:
     """True for exactly one caller across all replicas: the one whose row went in.
 
-    Claims known to be taken are skipped without a statement. A claim inserted by a
-    transaction that later rolls back is only remembered after the caller commits,
-    see :func:`remember_claims`."""
-    if (aid, policy, window_start, threshold) in _TAKEN:
+    Claims the gateway knows to be taken (``taken``, else its connection's :class:`AlertClaims`) are
+    skipped without a statement; without either every claim is tried (correct, one INSERT more). A claim
+    inserted by a transaction that later rolls back is only remembered after the caller commits, see
+    :func:`remember_claims`."""
+    known = _claims_of(conn, taken)
+    if known is not None and (aid, policy, window_start, threshold) in known:
         return False
     stmt = _insert(conn, alert_claims).values(
         address_id=aid, policy=policy, window_start=window_start, threshold=threshold, claimed_at=now
@@ -257,12 +345,12 @@ def claim_alert(conn: Connection, aid: str, policy: str, window_start: int, thre
     return won
 
 
-def remember_claims(conn: Connection) -> None:
+def remember_claims(conn: Connection, taken: AlertClaims | None = None) -> None:
     """After commit: every claim tried in this transaction is now taken (by us or another replica)."""
     claims = conn.info.pop("axme_claims", [])
-    if len(_TAKEN) > 200_000:
-        _TAKEN.clear()
-    _TAKEN.update(claims)
+    known = _claims_of(conn, taken)
+    if known is not None:
+        known.add_all(claims)
 
 
 def set_state(conn: Connection, aid: str, state: str) -> str | None:

@@ -4,23 +4,27 @@ The gateway will report such stops in two ways: an ``agent.blocked`` event whose
 ``"source": "client"``, and ``"client_block": {...}`` on ``GET /v1/mesh/agents[/{id}]`` while
 the stop is current. Neither has a public way in yet (the heartbeat does not carry client
 stops), so this test puts them where the gateway will: the event through the gateway's own
-store, and ``client_block`` on the read the dashboard uses (``_queries.get_agent``), wrapping
-the real function. Everything else is the real app in process: real heartbeats, real pages.
+store, and ``client_block`` on the reads the dashboard uses (``_fleet.get_agent`` for the agent page,
+``_fleet.list_agents`` for the overview), wrapping the real functions. Everything else is the real app in
+process: real heartbeats, real pages.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from axme_meter.gateway import Settings, create_app, _queries, _store
+from axme_meter._money import from_usd
+from axme_meter.gateway import Settings, create_app, _fleet, _results, _store
 from axme_meter.gateway._db import make_engine
 from axme_meter.gateway.dashboard import dashboard_routes
 from dashboard_helpers import agent_path, csrf_of, entry
@@ -36,15 +40,24 @@ CLIENT_BLOCK = {"source": "client", "policy": "max_cost_per_day_usd", "limit": "
 async def dashboard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[httpx.AsyncClient]:
     db_url = f"sqlite:///{tmp_path / 'gw.sqlite3'}"
     app = create_app(Settings(db_url=db_url, admin_key=ADMIN), extra_routes=dashboard_routes())
-    real_get_agent = _queries.get_agent
+    real_get_agent, real_list_agents = _fleet.get_agent, _fleet.list_agents
+    stop = _results.ClientBlock(CLIENT_BLOCK["policy"], from_usd(CLIENT_BLOCK["limit"]), from_usd(CLIENT_BLOCK["spent"]),
+                                datetime.fromisoformat(CLIENT_BLOCK["resets_at"]), datetime.fromisoformat(CLIENT_BLOCK["at"]))
+
+    def with_stop(agent: _results.Agent) -> _results.Agent:
+        return dataclasses.replace(agent, client_block=stop) if agent.address == AGENT else agent
 
     def get_agent_with_client_block(*args: Any, **kwargs: Any) -> Any:
         found = real_get_agent(*args, **kwargs)
-        if found is not None and found["agent"]["address"] == AGENT:
-            found["agent"]["client_block"] = dict(CLIENT_BLOCK)
-        return found
+        return None if found is None else with_stop(found)
 
-    monkeypatch.setattr(_queries, "get_agent", get_agent_with_client_block)
+    def list_agents_with_client_block(*args: Any, **kwargs: Any) -> Any:
+        page = real_list_agents(*args, **kwargs)
+        page.agents = [with_stop(a) for a in page.agents]
+        return page
+
+    monkeypatch.setattr(_fleet, "get_agent", get_agent_with_client_block)
+    monkeypatch.setattr(_fleet, "list_agents", list_agents_with_client_block)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw.test", headers={"x-api-key": ADMIN}) as http:
         for agent, cost in ((AGENT, "0.4987"), (OTHER, "0.01")):

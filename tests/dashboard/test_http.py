@@ -150,3 +150,38 @@ def test_a_bound_admin_key_edits_only_its_own_agent(gateway: GatewayProcess) -> 
         refused = http.post(f"/dashboard/agents/{_aid(gateway, sibling)}/policy", data={"csrf": token, "max_cost_per_day_usd": "1"})
         assert refused.status_code == 403
     assert api_agent(gateway, sibling)["state"] == "active" and api_agent(gateway, sibling)["policy"] is None
+
+
+def test_policy_form_offers_every_breach_action_and_the_unpriced_call_fields(gateway: GatewayProcess) -> None:
+    agent = "agent://acme/prod/form-fields"
+    with gateway.client() as api:
+        assert api.post("/v1/mesh/heartbeat", json={"heartbeats": [{"agent": agent, "metrics": {"cost_usd": "0.01"}}]}).status_code == 200
+    aid = _aid(gateway, agent)
+    with http_login(gateway, gateway.admin_key) as http:
+        page = http.get(f"/dashboard/agents/{aid}").text
+        menu = page.split('id="f-action_on_breach"', 1)[1].split("</select>", 1)[0]
+        assert re.findall(r'<option value="([a-z_]+)"', menu) == ["block", "pause", "require_approval", "kill", "notify"]
+        unpriced = page.split('id="f-on_unpriced_call"', 1)[1].split("</select>", 1)[0]
+        assert re.findall(r'<option value="([a-z_]+)"', unpriced) == ["estimate", "refuse"]
+        form = {"csrf": csrf_of(page), "max_cost_per_day_usd": "2", "action_on_breach": "require_approval",
+                "on_unpriced_call": "refuse", "unpriced_input_usd_per_1m": "12.5", "unpriced_output_usd_per_1m": "50",
+                "timezone": "UTC", "alert_thresholds": "0.5, 1.0"}
+        assert http.post(f"/dashboard/agents/{aid}/policy", data=form).status_code == 303
+        with gateway.client() as api:
+            stored = api.get(f"/v1/mesh/agents/{aid}/policies/cost").json()
+        assert (stored["action_on_breach"], stored["on_unpriced_call"]) == ("require_approval", "refuse")
+        assert (stored["unpriced_input_usd_per_1m"], stored["unpriced_output_usd_per_1m"]) == ("12.50", "50.00")
+        shown = http.get(f"/dashboard/agents/{aid}").text
+        assert '<option value="require_approval" selected>' in shown and '<option value="refuse" selected>' in shown
+        assert 'name="unpriced_input_usd_per_1m" value="12.50"' in shown
+        form.update(csrf=csrf_of(shown), action_on_breach="kill", unpriced_output_usd_per_1m="-1")
+        refused = http.post(f"/dashboard/agents/{aid}/policy", data=form)
+        assert refused.status_code == 422
+        errors = dict(re.findall(r'data-field-error="([^"]+)">([^<]*)<', refused.text))
+        assert errors == {"unpriced_output_usd_per_1m": "must not be negative"}
+        assert '<option value="kill" selected>' in refused.text  # the submitted choice is kept for correction
+        form.update(csrf=csrf_of(refused.text), unpriced_output_usd_per_1m="")
+        assert http.post(f"/dashboard/agents/{aid}/policy", data=form).status_code == 303
+        with gateway.client() as api:
+            stored = api.get(f"/v1/mesh/agents/{aid}/policies/cost").json()
+        assert (stored["action_on_breach"], stored["unpriced_output_usd_per_1m"]) == ("kill", None)

@@ -44,3 +44,13 @@ def policy_path(agent: str) -> str:
 def spent(http: httpx.Client, agent: str, window: str = "day") -> Decimal:
     body = http.get(f"/v1/mesh/agents/{path(agent)}").json()
     return Decimal(body["windows"][window]["cost_usd"])
+
+
+async def asend(http: httpx.AsyncClient, *entries: dict[str, Any]) -> httpx.Response:
+    """``send`` for an in-process gateway (``inprocess.inprocess_gateway``)."""
+    return await http.post("/v1/mesh/heartbeat", json={"heartbeats": list(entries)})
+
+
+async def aspent(http: httpx.AsyncClient, agent: str, window: str = "day") -> Decimal:
+    body = (await http.get(f"/v1/mesh/agents/{path(agent)}")).json()
+    return Decimal(body["windows"][window]["cost_usd"])

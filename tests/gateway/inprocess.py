@@ -46,14 +46,20 @@ class InProcessGateway:
 
 
 @asynccontextmanager
-async def inprocess_gateway(workdir: Path, *, clock: str = START, db_url: str | None = None,
+async def inprocess_gateway(workdir: Path, *, clock: str = START, db_url: str | None = None, dashboard: bool = False,
                             **settings: object) -> AsyncIterator[InProcessGateway]:
-    """``db_url`` defaults to a SQLite file in ``workdir`` (the conftest's ``db_url`` fixture gives PostgreSQL too)."""
+    """``db_url`` defaults to a SQLite file in ``workdir`` (the conftest's ``db_url`` fixture gives PostgreSQL too);
+    ``dashboard`` mounts ``/dashboard`` as ``axme-meter gateway`` does."""
     admin_key = "axme_sa_inproc_" + secrets.token_hex(16)
     clock_file = workdir / "clock.txt"
     clock_file.write_text(clock)
+    extra = []
+    if dashboard:
+        from axme_meter.gateway.dashboard import dashboard_routes
+
+        extra = dashboard_routes()
     app = create_app(Settings(db_url=db_url or f"sqlite:///{workdir / 'gw.sqlite3'}", admin_key=admin_key, clock_file=str(clock_file),
-                              **settings))  # type: ignore[arg-type]
+                              **settings), extra_routes=extra)  # type: ignore[arg-type]
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
     gateway = app.state.gateway  # type: ignore[attr-defined]
     try:

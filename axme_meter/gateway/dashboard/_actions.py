@@ -18,10 +18,21 @@ from starlette.datastructures import FormData
 from .. import _commands
 from .._auth import Principal
 from .._errors import ApiError
-from .._schemas import LIMIT_FIELDS, CostPolicy
+from .._schemas import LIMIT_FIELDS, RATE_FIELDS, CostPolicy
 from ..routes._common import validate
 
-TEXT_FIELDS = ("action_on_breach", "timezone", "notify.slack_webhook", "notify.webhook")
+#: The menus, (value, label) as the API accepts them; AXME's ``alert`` is the API's spelling of ``notify``
+#: (stored as ``notify``), so the menu offers it once.
+CHOICES: dict[str, list[tuple[str, str]]] = {
+    "action_on_breach": [("block", "block: refuse calls until the window resets"),
+                         ("pause", "pause: until an admin resumes"),
+                         ("require_approval", "require approval: pause until an admin approves"),
+                         ("kill", "kill: stop until an admin resumes"),
+                         ("notify", "notify (alert) only")],
+    "on_unpriced_call": [("estimate", "estimate at conservative rates"), ("refuse", "refuse before sending")],
+}
+SINGLE_FIELDS = ("action_on_breach", "on_unpriced_call", "timezone", *RATE_FIELDS)
+TEXT_FIELDS = (*SINGLE_FIELDS, "notify.slack_webhook", "notify.webhook")
 LIST_FIELDS = ("alert_thresholds", "notify.email")
 FORM_FIELDS = (*LIMIT_FIELDS, *TEXT_FIELDS, *LIST_FIELDS)
 
@@ -49,7 +60,7 @@ def policy_body(form: FormData) -> dict[str, Any]:
         raw = str(form.get(name) or "").strip()
         if raw:
             body[name] = _number(raw) if name.startswith("max_intents") else raw
-    for name in ("action_on_breach", "timezone"):
+    for name in SINGLE_FIELDS:
         raw = str(form.get(name) or "").strip()
         if raw:
             body[name] = raw
@@ -99,6 +110,9 @@ def form_values(policy: dict[str, Any] | None, form: FormData | None = None) -> 
     notify = policy.get("notify") or {}
     values = {name: "" if policy.get(name) is None else str(policy[name]) for name in LIMIT_FIELDS}
     values["action_on_breach"] = str(policy.get("action_on_breach") or "block")
+    values["on_unpriced_call"] = str(policy.get("on_unpriced_call") or "estimate")
+    for name in RATE_FIELDS:
+        values[name] = "" if policy.get(name) is None else str(policy[name])
     values["timezone"] = str(policy.get("timezone") or "UTC")
     values["alert_thresholds"] = ", ".join(str(t) for t in policy.get("alert_thresholds", [0.5, 0.8, 1.0]))
     values["notify.email"] = ", ".join(notify.get("email") or [])

@@ -1,7 +1,7 @@
-"""The cost chart as inline SVG, built on the server from ``agent_costs()["series"]``.
+"""The cost chart as inline SVG, built on the server from ``agent_costs().series``.
 
-No JavaScript chart library: the page works offline, prints, and the numbers in
-the chart are the same strings the JSON API returns (each bar's ``<title>``).
+No JavaScript chart library: the page works offline, prints, and each bar's
+``<title>`` carries the exact amount of its bucket (the JSON API's number).
 
 The y axis runs from $0 to a "nice" number just above the tallest bar (steps of
 1, 2, 2.5 or 5 times a power of ten), so a day that spent $0.0046 reads
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
-from typing import Any
-
-from .._windows import parse_instant, zone
+from ..._money import to_decimal
+from .._results import Bucket
+from .._windows import zone
 from ._format import money_full
 
 WIDTH, HEIGHT, BOTTOM, TOP = 1100, 250, 28, 12
@@ -74,9 +74,9 @@ def tick_label(value: Decimal, step: Decimal) -> str:
     return "$" + format(value.quantize(Decimal(1).scaleb(-places)), ",f")
 
 
-def build(series: list[dict[str, Any]], bucket: str, tz_name: str | None) -> Chart:
+def build(series: list[Bucket], bucket: str, tz_name: str | None) -> Chart:
     """One bar per bucket, heights against the nice axis maximum; x ticks thinned to about a dozen."""
-    values = [Decimal(str(p["cost_usd"])) for p in series]
+    values = [to_decimal(p.totals.cost_pico) for p in series]
     step, axis_max = nice_scale(max(values, default=Decimal(0)))
     base, plot_h = HEIGHT - BOTTOM, HEIGHT - BOTTOM - TOP
     if step:
@@ -91,10 +91,10 @@ def build(series: list[dict[str, Any]], bucket: str, tz_name: str | None) -> Cha
     tz = zone(tz_name)
     bars = []
     for i, (point, value) in enumerate(zip(series, values)):
-        start = parse_instant(point["start"]).astimezone(tz)
+        start = point.start.astimezone(tz)
         label = start.strftime("%H:%M") if bucket == "hour" else start.strftime("%b %d")
         h = float(value / axis_max) * plot_h if axis_max else 0.0
-        tooltip = f"{start.strftime('%Y-%m-%d %H:%M %Z')}: {money_full(point['cost_usd'])} · {point['llm_calls']} calls"
+        tooltip = f"{start.strftime('%Y-%m-%d %H:%M %Z')}: {money_full(point.totals.cost_pico)} · {point.totals.llm_calls} calls"
         bars.append(Bar(left + i * slot + slot * 0.12, base - h, slot * 0.76, h, label, tooltip,
                         label if i % every == 0 else None))
     return Chart(bars, ticks, left)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -13,40 +12,57 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from .. import _commands
 from .._auth import Principal
 from .._errors import ApiError
+from .._redact import redact_policy
+from .._results import SORTS
 from . import _actions, _breakdowns, _chart, _data
 from ._web import checked_form, forbidden, gw, read, render, to_login, who_is
 
 # -- overview --------------------------------------------------------------------------------------
 
-def _filters(request: Request, who: Principal) -> tuple[str, str]:
-    text = request.query_params.get("q", "")[:200]
-    org = request.query_params.get("org", "")[:128] if who.org == "*" else ""
-    return text, org
+def _listing(request: Request, who: Principal) -> _data.Listing:
+    """The overview's URL parameters; anything unusable falls back to the default (a page, never an error)."""
+    q = request.query_params
+    sort = q.get("sort", "")
+    order = q.get("order", "")
+    raw_page = q.get("page", "")
+    page = int(raw_page) if raw_page.isascii() and raw_page.isdigit() and 0 < int(raw_page) <= 10**6 else 1
+    return _data.Listing(q=q.get("q", "")[:200], org=q.get("org", "")[:128] if who.org == "*" else "",
+                         sort=sort if sort in SORTS else _data.DEFAULT_SORT,
+                         order=order if order in ("asc", "desc") else "", page=page)
+
+
+def _overview_context(data: _data.Overview) -> dict[str, Any]:
+    listing = data.listing
+
+    def url(**changes: Any) -> str:
+        return "/dashboard?" + urlencode(listing.params(**changes))
+
+    def sort_url(key: str) -> str:
+        """The column header's link: sort by ``key``; on the current sort, flip its direction."""
+        if key != listing.sort:
+            return url(sort=key, order="", page=1)
+        return url(order="asc" if data.page.query.reverse else "desc", page=1)
+
+    return {"agents": data.agents, "orgs": data.orgs, "total_agents": data.total_agents, "page": data.page,
+            "pages": data.pages, "listing": listing, "totals": data.page.matching_cost, "url": url, "sort_url": sort_url}
 
 
 async def overview(request: Request) -> Response:
     session, who = await who_is(request)
     if who is None:
         return to_login()
-    text, org = _filters(request, who)
-    data = await read(request, _data.overview, who.org, gw(request).clock.now(), text, org)
-    live = "/dashboard/live/overview?" + urlencode({"q": text, "org": org})
-    return render(request, "overview.html", session, who=who, q=text, org=org, live=live, totals=_totals(data["agents"]), **data)
+    listing = _listing(request, who)
+    data = await read(request, _data.overview, who.org, gw(request).clock.now(), listing)
+    live = "/dashboard/live/overview?" + urlencode(listing.params())
+    return render(request, "overview.html", session, who=who, q=listing.q, org=listing.org, live=live, **_overview_context(data))
 
 
 async def overview_fragment(request: Request) -> Response:
     _session, who = await who_is(request)
     if who is None:
         return PlainTextResponse("log in again", status_code=401)
-    text, org = _filters(request, who)
-    data = await read(request, _data.overview, who.org, gw(request).clock.now(), text, org)
-    return render(request, "_overview_rows.html", None, who=who, totals=_totals(data["agents"]), **data)
-
-
-def _totals(agents: list[dict[str, Any]]) -> dict[str, str]:
-    """The overview's total row: each window's cost summed exactly over the agents listed."""
-    sums = {w: sum((Decimal(a["windows"][w]["cost_usd"]) for a in agents), Decimal(0)) for w in ("day", "week", "month")}
-    return {w: format(v, "f") for w, v in sums.items()}
+    data = await read(request, _data.overview, who.org, gw(request).clock.now(), _listing(request, who))
+    return render(request, "_overview_rows.html", None, who=who, **_overview_context(data))
 
 
 # -- agent page ------------------------------------------------------------------------------------
@@ -63,13 +79,17 @@ async def _agent_context(request: Request, who: Principal) -> dict[str, Any] | N
     page = await read(request, _data.agent_page, who.org, ref, gw(request).clock.now(), view, intent)
     if page is None:
         return None
-    agent = page["agent"]
-    page["chart"] = _chart.build(page["costs"]["series"], page["bucket"], agent["timezone"])
-    page["rest"] = _breakdowns.rest_of(page["costs"], len(page["intents"]))
+    agent = page.agent
     params = {"view": view, **({"intent": intent} if intent else {})}
-    page["live"] = f"/dashboard/live/agents/{agent['address_id']}?" + urlencode(params)
-    page["who"] = who
-    return page
+    return {
+        "agent": agent, "view": page.view, "bucket": page.bucket, "costs": page.costs, "intents": page.intents,
+        "selected_intent": page.selected_intent, "events": page.events,
+        # the form shows what every read shows: webhook URLs redacted (saving them unchanged keeps the stored ones)
+        "policy": redact_policy(agent.policy.to_wire()) if agent.policy else None,
+        "chart": _chart.build(page.costs.series, page.bucket, agent.timezone),
+        "rest": _breakdowns.rest_of(page.costs, len(page.intents)),
+        "live": f"/dashboard/live/agents/{agent.address_id}?" + urlencode(params), "who": who,
+    }
 
 
 async def agent(request: Request) -> Response:
@@ -80,7 +100,8 @@ async def agent(request: Request) -> Response:
     if page is None:
         return render(request, "not_found.html", session, status=404, who=who)
     saved = request.query_params.get("saved") == "1"
-    return render(request, "agent.html", session, values=_actions.form_values(page["policy"]), errors={}, saved=saved, **page)
+    return render(request, "agent.html", session, values=_actions.form_values(page["policy"]), errors={}, saved=saved,
+                  choices=_actions.CHOICES, **page)
 
 
 async def agent_fragment(request: Request) -> Response:
@@ -123,9 +144,9 @@ async def save_policy(request: Request) -> Response:
         return PlainTextResponse("not found", status_code=404)
     if errors:
         return render(request, "agent.html", session, status=422, values=_actions.form_values(None, form), errors=errors,
-                      saved=False, **page)
+                      saved=False, choices=_actions.CHOICES, **page)
     # Post/Redirect/Get: a reload after saving must not submit the form again
-    return RedirectResponse(f"/dashboard/agents/{page['agent']['address_id']}?saved=1#policy", status_code=303)
+    return RedirectResponse(f"/dashboard/agents/{page['agent'].address_id}?saved=1#policy", status_code=303)
 
 
 async def change_state(request: Request) -> Response:

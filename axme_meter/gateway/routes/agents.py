@@ -10,9 +10,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .. import _commands, _queries
+from .. import _commands, _fleet, _queries
+from .._results import SORTS, AgentQuery
 from .._errors import ApiError, not_found
 from .._windows import UTC, WINDOWS, iso, parse_instant
+from . import _wire
 from ._common import agent_ref, gateway, principal
 
 #: ``from`` / ``to`` must lie in this range: window math near year 1 or 9999 overflows, and no spend is older than 1970.
@@ -50,23 +52,61 @@ async def _read(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
     return await run_in_threadpool(run)
 
 
+#: ``GET /v1/mesh/agents`` paging: at most this many agents per page.
+MAX_PAGE = 1000
+MAX_OFFSET = 10**9
+PAGING = ("limit", "offset", "q", "sort", "order")
+
+
+def _int_param(request: Request, name: str, low: int, high: int) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise ApiError(422, "validation_error", f"{name}: expected an integer from {low} to {high}, got {raw[:40]!r}",
+                       {"field": name})
+    return int(raw)
+
+
+def agent_query(request: Request) -> AgentQuery:
+    """The listing's query parameters: ``window``, ``health`` (AXME's SDK), and the optional paging ones."""
+    q = request.query_params
+    sort = q.get("sort") or "name"
+    if sort not in SORTS:
+        raise ApiError(422, "validation_error", f"sort: must be one of {', '.join(SORTS)}", {"field": "sort"})
+    order = q.get("order") or ""
+    if order not in ("", "asc", "desc"):
+        raise ApiError(422, "validation_error", "order: must be asc or desc", {"field": "order"})
+    text = q.get("q") or ""
+    if len(text) > 200:
+        raise ApiError(422, "validation_error", "q: at most 200 characters", {"field": "q"})
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ApiError(422, "validation_error", "q: control characters are not allowed (addresses never contain them)",
+                       {"field": "q"})
+    return AgentQuery(
+        window=_window(request), q=text, health=q.get("health") or "", sort=sort,
+        descending=None if not order else order == "desc", limit=_int_param(request, "limit", 1, MAX_PAGE),
+        offset=_int_param(request, "offset", 0, MAX_OFFSET) or 0,
+    )
+
+
 async def list_agents(request: Request) -> JSONResponse:
+    """Every visible agent by address, as AXME's SDK expects; ``limit`` / ``offset`` / ``q`` / ``sort`` /
+    ``order`` page, search and sort in the database, and add ``"page"`` to the answer."""
     who = principal(request)
-    window = _window(request)
-    body = await _read(request, _queries.list_agents, who.org, gateway(request).clock.now(), window)
-    health = request.query_params.get("health")
-    if health:  # AXME's SDK filters by health
-        body["agents"] = [a for a in body["agents"] if a["health_status"] == health]
-    return JSONResponse(body)
+    query = agent_query(request)
+    page = await _read(request, _fleet.list_agents, who.org, gateway(request).clock.now(), query)
+    paged = any(request.query_params.get(name) for name in PAGING)
+    return JSONResponse(_wire.agent_list(page, paged=paged))
 
 
 async def get_agent(request: Request) -> JSONResponse:
     who = principal(request)
     ref = agent_ref(request)
-    found = await _read(request, _queries.get_agent, who.org, ref, gateway(request).clock.now())
+    found = await _read(request, _fleet.get_agent, who.org, ref, gateway(request).clock.now())
     if found is None:
         raise not_found(f"agent {ref!r}")
-    return JSONResponse(found)
+    return JSONResponse(_wire.agent_detail(found))
 
 
 async def agent_costs(request: Request) -> JSONResponse:
@@ -79,7 +119,7 @@ async def agent_costs(request: Request) -> JSONResponse:
     found = await _read(request, _queries.agent_costs, who.org, ref, gateway(request).clock.now(), window, start, end)
     if found is None:
         raise not_found(f"agent {ref!r}")
-    return JSONResponse(found)
+    return JSONResponse(_wire.agent_costs(found))
 
 
 async def change_state(request: Request) -> JSONResponse:
@@ -106,4 +146,4 @@ async def list_events(request: Request) -> JSONResponse:
                                                                     after_id=after, limit=limit))
     if found is None:
         raise not_found(f"agent {q.get('agent')!r}")
-    return JSONResponse(found)
+    return JSONResponse(_wire.event_page(found))

@@ -11,7 +11,9 @@ from starlette.responses import JSONResponse
 from .. import _queries
 from .._errors import not_found
 from .._ingest import register_intent
+from .._results import IntentCost
 from .._schemas import IntentCreate
+from . import _wire
 from ._common import block_error, gateway, principal, read_json, validate
 
 
@@ -41,11 +43,11 @@ async def get_intent(request: Request) -> JSONResponse:
     who = principal(request)
     intent_id = request.path_params["intent_id"]
 
-    def read() -> dict | None:
+    def read() -> IntentCost | None:
         with gw.engine.connect() as conn:
             return _queries.intent_cost(conn, who.org, intent_id)
 
     found = await run_in_threadpool(read)
     if found is None:
         raise not_found(f"intent {intent_id!r}")
-    return JSONResponse(found)
+    return JSONResponse(_wire.intent(found))

@@ -9,8 +9,6 @@ full only by org admins, here and nowhere else.
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -18,7 +16,9 @@ from starlette.responses import JSONResponse
 from .. import _commands, _queries
 from .._auth import require_admin
 from .._errors import not_found
+from .._results import AgentPolicy
 from .._schemas import CostPolicy
+from . import _wire
 from ._common import agent_ref, gateway, principal, read_json, validate
 
 
@@ -36,16 +36,14 @@ async def get_policy(request: Request) -> JSONResponse:
     who = principal(request)
     ref = agent_ref(request)
 
-    def read() -> tuple[Any, Any]:
+    def read() -> AgentPolicy | None:
         with gw.engine.connect() as conn:
-            row = _queries.find_agent(conn, who.org, ref)
-            return row, (_queries.get_policy(conn, who.org, ref) if row else None)
+            return _queries.get_policy(conn, who.org, ref)
 
-    row, policy = await run_in_threadpool(read)
-    if row is None or policy is None:
+    found = await run_in_threadpool(read)
+    if found is None or found.policy is None:
         raise not_found(f"cost policy of {ref!r}")
-    shown = _commands.shown_policy(who, row["address"], policy) or {}
-    return JSONResponse({"ok": True, "address_id": row["address_id"], "address": row["address"], "policy": shown, **shown})
+    return JSONResponse(_wire.policy(found, who))
 
 
 async def delete_policy(request: Request) -> JSONResponse:
