@@ -37,9 +37,20 @@ class CallRecord:
     at: float = field(default_factory=time.time)
 
 
+#: Token details kept per model besides the totals (parts of ``tokens_in`` / ``tokens_out``, named as in
+#: ``Usage``): they go to the gateway with each model's spend, so it can price calls this process could not.
+TOKEN_DETAILS = (
+    "cache_write_tokens", "cache_write_12h_tokens", "audio_input_tokens", "cached_audio_tokens", "audio_output_tokens",
+    "image_input_tokens", "cached_image_tokens", "image_output_tokens",
+)
+
+
 @dataclass(slots=True)
 class Totals:
-    """Counters for one slice of spend. ``cost_pico`` is exact; see :attr:`cost_usd`."""
+    """Counters for one slice of spend. ``cost_pico`` is exact; see :attr:`cost_usd`.
+
+    ``cached_tokens`` … ``image_output_tokens`` are parts of ``tokens_in`` / ``tokens_out``, as in
+    :class:`~axme_meter._pricing.Usage`."""
 
     cost_pico: int = 0
     calls: int = 0
@@ -49,6 +60,14 @@ class Totals:
     reasoning_tokens: int = 0
     estimated_calls: int = 0
     unpriced_calls: int = 0
+    cache_write_tokens: int = 0
+    cache_write_12h_tokens: int = 0
+    audio_input_tokens: int = 0
+    cached_audio_tokens: int = 0
+    audio_output_tokens: int = 0
+    image_input_tokens: int = 0
+    cached_image_tokens: int = 0
+    image_output_tokens: int = 0
 
     @property
     def cost_usd(self) -> Decimal:
@@ -66,6 +85,14 @@ class Totals:
             self.estimated_calls += 1
         if not rec.priced:
             self.unpriced_calls += 1
+        if (usage.cache_write_tokens or usage.audio_input_tokens or usage.audio_output_tokens or usage.image_input_tokens
+                or usage.image_output_tokens):
+            self._add_details(usage)
+
+    def _add_details(self, usage: Usage) -> None:
+        """Cache writes, audio and image tokens (rare: kept off the common path of :meth:`add`)."""
+        for name in TOKEN_DETAILS:
+            setattr(self, name, getattr(self, name) + getattr(usage, name))
 
     def merge(self, other: Totals) -> None:
         self.cost_pico += other.cost_pico
@@ -76,6 +103,10 @@ class Totals:
         self.reasoning_tokens += other.reasoning_tokens
         self.estimated_calls += other.estimated_calls
         self.unpriced_calls += other.unpriced_calls
+        for name in TOKEN_DETAILS:
+            more = getattr(other, name)
+            if more:
+                setattr(self, name, getattr(self, name) + more)
 
     def copy(self) -> Totals:
         clone = Totals()

@@ -222,6 +222,7 @@ class Runtime:
                 if old is not None:
                     # Different gateway, key or spool: park the old state on disk (no network inside configure()).
                     old.close(network=False)
+                _forget_gateway_prices()  # another gateway (or none): it sends its own table
                 self.budget.forget_grants()
                 self.budget.granting = target is not None  # until the gateway shows it has no grant endpoint
                 if target is not None and meter.has_pending():
@@ -309,6 +310,7 @@ class Runtime:
             old, self._sender, self._target = self._sender, None, None
         if old is not None:
             old.close(network=False)
+        _forget_gateway_prices()
 
     def after_fork_in_child(self) -> None:
         """The child starts clean: its own sender, lock and ids; the parent keeps sending its own data."""
@@ -319,6 +321,13 @@ class Runtime:
             old.forget_after_fork()
         if self._target is not None:
             _register_multiprocessing_flush(self)
+
+
+def _forget_gateway_prices() -> None:
+    """Back to this package's own price table (``_pricing`` is imported only if a table was installed)."""
+    pricing = sys.modules.get("axme_meter._pricing._table")
+    if pricing is not None:
+        pricing.forget_gateway_table()
 
 
 # ---------------------------------------------------------------------- the default instance

@@ -786,3 +786,103 @@ def test_known_difference_needs_a_reason_and_matches_exactly(tmp_path: Path) -> 
     assert known.matches(row)
     assert not known.matches(check.Row("gpt-4o-mini", "flex", "2026-12-02", "long:input", Decimal("2.5"), Decimal("4")))
     assert not known.matches(check.Row("gpt-4o-mini", "priority", "2026-12-02", "long:input", Decimal("2.6"), Decimal("4")))
+
+
+# -- the gateway's table: checks for loaded files, aggregate quotes, installing it in a client ------------------
+
+
+@pytest.mark.parametrize(("body", "model", "field", "needle"), [
+    ('[[models]]\nid = "u"\n[[models.prices]]\neffective = "2026-01-01"\nrate = "2.50"\n', "u", "prices[0].rate", "no unit"),
+    ('[[models]]\nid = "e"\n[[models.prices]]\neffective = "2026-01-01"\nnote = "tbd"\n', "e", "prices[0]", "prices nothing"),
+    ('[[models]]\nid = "d"\n[[models.prices]]\neffective = "2026-01-01"\ninput = "1"\n'
+     '[[models]]\nid = "d"\n[[models.prices]]\neffective = "2026-02-01"\ninput = "2"\n', "d", "id", "overlap"),
+    ('[[models]]\nid = "a"\n[[models.prices]]\neffective = "2026-01-01"\ninput = "1"\n'
+     '[[models]]\nid = "b"\naliases = ["a"]\n[[models.prices]]\neffective = "2026-01-01"\ninput = "2"\n', "b", "aliases", "overlap"),
+    ('[[models]]\nid = "h"\n[[models.prices]]\neffective = "2026-01-01"\ninput = "2000000"\n', "h", "prices[0].input", "1000000"),
+])
+def test_price_file_errors_name_model_and_field_for_machines_too(body: str, model: str, field: str, needle: str) -> None:
+    from axme_meter._pricing import PriceFileError, parse_bytes
+
+    with pytest.raises(PriceFileError) as info:
+        parse_bytes(body.encode(), "ours.toml")
+    assert (info.value.origin, info.value.model, info.value.field) == ("ours.toml", model, field)
+    assert needle in str(info.value) and "Fix:" in str(info.value)
+
+
+def test_an_alias_may_repeat_its_own_entry() -> None:
+    from axme_meter._pricing import parse_bytes
+
+    f = parse_bytes(b'[[models]]\nid = "x"\naliases = ["x", "y", "y"]\n[[models.prices]]\neffective = "2026-01-01"\ninput = "1"\n',
+                    "ours.toml")
+    assert f.entries[0].aliases == ("x", "y", "y")
+
+
+def test_an_aggregate_of_requests_meets_thresholds_per_average_request() -> None:
+    # gpt-5.4: a request above 272K input tokens pays the long-context rates (the whole request)
+    def cost(inp: int, out: int, requests: int = 1) -> int:
+        return table().quote("gpt-5.4", Usage(input_tokens=inp, output_tokens=out), at=NOW, requests=requests).cost_pico
+
+    assert cost(600_000, 1000, requests=2) == 2 * cost(300_000, 500)  # two long requests: long rates
+    assert cost(600_000, 900, requests=3) == 3 * cost(200_000, 300)  # three short ones: standard rates
+    assert cost(600_000, 900) > cost(600_000, 900, requests=3)  # as one request it would be long
+    assert cost(300_000, 500) > 300_000 * 2_500_000 + 500 * 15_000_000  # (the long rates are dearer)
+
+
+def _gateway_files(extra_toml: str) -> tuple[str, list[Any]]:
+    from axme_meter._pricing import bundled_files, parse_bytes
+
+    files = [parse_bytes(f.raw, "openai.toml") for f in bundled_files()]
+    files.append(parse_bytes(extra_toml.encode(), "ours.toml"))
+    return PriceTable(files).version, files
+
+
+GATEWAY_TOML = '[meta]\nprovider = "ours"\n[[models]]\nid = "gpt-7-test"\n[[models.prices]]\neffective = "2026-01-01"\ninput = "3"\noutput = "12"\n'
+
+
+def test_the_gateways_table_is_installed_under_the_users_own_prices() -> None:
+    from axme_meter._pricing import forget_gateway_table, gateway_version, install_gateway_table
+
+    bundled = table().version
+    version, files = _gateway_files(GATEWAY_TOML)
+    try:
+        install_gateway_table(files, version)
+        assert gateway_version() == version and table().version == version  # the bundled file is read once
+        assert quote("gpt-7-test", input_tokens=1000, output_tokens=1000).cost_pico == 15 * USD // 1000
+        assert quote("gpt-4o", input_tokens=1000).cost_pico == 2_500_000_000  # the rest is unchanged
+        _config.configure(extra_prices=[{"id": "gpt-7-test", "prices": [{"effective": "2026-01-01", "input": "1"}]}])
+        assert quote("gpt-7-test", input_tokens=1000).cost_pico == 1_000_000_000  # a local override wins
+        assert table().version != version
+        _config.configure(extra_prices=[])
+        reload_table()
+        assert quote("gpt-7-test", input_tokens=1000).cost_pico == 3_000_000_000  # still installed after a reload
+    finally:
+        forget_gateway_table()
+    assert gateway_version() is None and table().version == bundled and table().resolve("gpt-7-test") is None
+
+
+def test_a_gateway_table_from_another_release_adds_to_the_bundled_one() -> None:
+    from axme_meter._pricing import forget_gateway_table, install_gateway_table, parse_bytes
+
+    older = parse_bytes(b'[meta]\nprovider = "openai"\nchecked = "2025-01-01"\n[[models]]\nid = "gpt-4o"\n'
+                        b'[[models.prices]]\neffective = "2024-01-01"\ninput = "5"\n', "openai.toml")
+    try:
+        install_gateway_table([older], PriceTable([older]).version)
+        assert quote("gpt-4o", input_tokens=1000).cost_pico == 5_000_000_000  # the gateway's entry wins
+        assert table().resolve("gpt-5.4") == "gpt-5.4"  # models only this release knows keep its prices
+    finally:
+        forget_gateway_table()
+
+
+def test_a_gateway_table_that_does_not_add_up_to_its_version_is_refused() -> None:
+    from axme_meter._pricing import PriceFileError
+    from axme_meter._pricing._wire import file_to_wire, files_from_wire
+
+    version, files = _gateway_files(GATEWAY_TOML)
+    body = {"pricing_version": version, "files": [file_to_wire(f, f.origin, "loaded") for f in files]}
+    assert files_from_wire(body)[0] == version
+    body["files"][1]["toml"] = body["files"][1]["toml"].replace('input = "3"', 'input = "0"')
+    with pytest.raises(PriceFileError, match="add up to"):
+        files_from_wire(body)
+    for broken in ({}, {"pricing_version": version}, {"pricing_version": version, "files": [{"name": "x"}]}):
+        with pytest.raises(PriceFileError):
+            files_from_wire(broken)

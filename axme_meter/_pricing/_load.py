@@ -15,6 +15,8 @@ from typing import Any
 
 _MILLION = Decimal(1_000_000)
 _PICO = Decimal(10**12)
+#: No list price comes near this (USD per 1M tokens, per image, per minute): a typo or a wrong unit.
+_MAX_RATE = Decimal(1_000_000)
 
 #: Token dimensions: USD per 1M tokens -> pico-dollars per token.
 TOKEN_FIELDS = (
@@ -44,7 +46,16 @@ META_KEYS = frozenset(("provider", "currency", "source", "checked", "batch_disco
 
 
 class PriceFileError(ValueError):
-    """A price file or ``extra_prices`` entry is malformed; the message says where and how to fix it."""
+    """A price file or ``extra_prices`` entry is malformed; the message says where and how to fix it.
+
+    ``origin``, ``model`` and ``field`` name the place for machines too (a gateway answers them in its 422).
+    """
+
+    def __init__(self, message: str, *, origin: str = "", model: str | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.origin = origin
+        self.model = model
+        self.field = field
 
 
 @dataclass(slots=True)
@@ -92,7 +103,12 @@ class PriceFile:
 
 def _err(origin: str, model: str | None, fld: str, problem: str, fix: str) -> PriceFileError:
     where = f"{origin}: model {model!r}" if model else origin
-    return PriceFileError(f"{where}, field {fld!r}: {problem}. Fix: {fix}")
+    return PriceFileError(f"{where}, field {fld!r}: {problem}. Fix: {fix}", origin=origin, model=model, field=fld)
+
+
+#: What a period's field names mean: the name of a rate is its unit.
+_UNITS = ("input, output, cached_input, ... are USD per 1M tokens; per_minute is USD per audio minute; "
+          "per_1m_characters USD per 1M characters; images = { \"1024x1024\" = \"0.04\" } USD per image")
 
 
 def _decimal(value: Any, origin: str, model: str, fld: str) -> Decimal:
@@ -104,6 +120,8 @@ def _decimal(value: Any, origin: str, model: str, fld: str) -> Decimal:
         raise _err(origin, model, fld, f"{value!r} is not a decimal number", f'use a plain number such as "2.50"') from None
     if not amount.is_finite() or amount < 0:
         raise _err(origin, model, fld, f"{value!r} must be a finite number >= 0", 'use a plain number such as "2.50"')
+    if amount > _MAX_RATE:
+        raise _err(origin, model, fld, f"{value!r} is more than {_MAX_RATE} USD per unit", "check the value and its unit")
     return amount
 
 
@@ -178,6 +196,9 @@ def _period(raw: Any, origin: str, model: str, index: int) -> Period:
         raise _err(origin, model, where, "expected a table", "add [[models.prices]] with effective = ... and rates")
     for key in raw:
         if key not in PERIOD_KEYS:
+            if isinstance(raw[key], (str, int, float)) and not isinstance(raw[key], bool):
+                raise _err(origin, model, f"{where}.{key}", "unknown field: not a rate name, so this rate has no unit",
+                           f"name the rate by what it bills ({_UNITS})")
             raise _err(origin, model, f"{where}.{key}", "unknown field", f"use one of {', '.join(sorted(PERIOD_KEYS))}")
     if "effective" not in raw:
         raise _err(origin, model, f"{where}.effective", "missing", "add effective = \"YYYY-MM-DD\" (the date this price starts)")
@@ -206,6 +227,10 @@ def _period(raw: Any, origin: str, model: str, index: int) -> Period:
     if "per_1m_characters" in raw:
         fld = f"{where}.per_1m_characters"
         period.per_character = _exact(_decimal(raw["per_1m_characters"], origin, model, fld) * _PICO / _MILLION, origin, model, fld, "character")
+    if not (period.rates or period.sets or period.long_rates or period.images or period.per_minute is not None
+            or period.per_character is not None):
+        raise _err(origin, model, where, "no rate: this period prices nothing",
+                   f'give at least one rate, named by its unit ({_UNITS}), e.g. input = "2.50"')
     return period
 
 
@@ -262,7 +287,11 @@ def parse_bytes(raw_bytes: bytes, origin: str) -> PriceFile:
     try:
         data = tomllib.loads(raw_bytes.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PriceFileError(f"{origin}: not valid TOML ({exc}). Fix: see pricing/README.md for the format") from None
+        raise PriceFileError(f"{origin}: not valid TOML ({exc}). Fix: see pricing/README.md for the format",
+                             origin=origin) from None
+    except RecursionError:
+        raise PriceFileError(f"{origin}: not valid TOML (nested too deeply). Fix: see pricing/README.md for the format",
+                             origin=origin) from None
     meta = data.get("meta", {})
     if not isinstance(meta, Mapping):
         raise _err(origin, None, "meta", "expected a table", "write [meta] with provider, currency, source, checked")
@@ -282,10 +311,24 @@ def parse_bytes(raw_bytes: bytes, origin: str) -> PriceFile:
     if not isinstance(models, list):
         raise _err(origin, None, "models", "expected [[models]] entries", "write each model as a [[models]] table")
     entries = [parse_entry(m, origin, discount, checked) for m in models]
+    _check_names(entries, origin)
     if discount is not None:
         for entry in entries:
             _check_discount(entry, discount, origin)
     return PriceFile(origin, str(meta.get("provider", Path(origin).stem)), checked, entries, raw_bytes)
+
+
+def _check_names(entries: list[ModelEntry], origin: str) -> None:
+    """One entry per model name in a file: two entries for one name would be two overlapping price histories."""
+    owner: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        for name, fld in [(entry.id, "id"), *((alias, "aliases") for alias in entry.aliases)]:
+            other = owner.setdefault(name, index)
+            if other != index:
+                first = entries[other].id
+                what = "two [[models]] entries" if first == entry.id else f"this entry and {first!r}"
+                raise _err(origin, entry.id, fld, f"{name!r} is priced by {what}: their price histories overlap",
+                           "keep one entry per model, with one [[models.prices]] period per price change")
 
 
 def _check_discount(entry: ModelEntry, discount: Decimal, origin: str) -> None:

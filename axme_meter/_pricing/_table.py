@@ -24,7 +24,8 @@ from .. import _config
 from ._load import ModelEntry, Period, PriceFile, PriceFileError, parse_entry, parse_file
 from ._usage import Usage
 
-__all__ = ["PriceFileError", "PriceTable", "Quote", "bundled_dir", "bundled_files", "reload_table", "table"]
+__all__ = ["PriceFileError", "PriceTable", "Quote", "bundled_dir", "bundled_files", "forget_gateway_table", "gateway_version",
+           "install_gateway_table", "reload_table", "table"]
 
 #: ``<name>-YYYY-MM-DD``: a dated snapshot priced by its ``<name>`` entry unless it has its own.
 #: Old ``-MMDD`` snapshots (gpt-3.5-turbo-0613) were priced per snapshot, so they never fall back:
@@ -293,11 +294,15 @@ class PriceTable:
         at: float | None = None,
         service_tier: str | None = None,
         batch: bool = False,
+        requests: int = 1,
     ) -> Quote:
         """Price ``usage`` for ``model``; never raises for unknown models (``priced=False``).
 
         ``at`` is the call's time (epoch seconds; the price period in force that UTC day),
         ``service_tier`` the tier the response reports, ``batch`` the Batch API.
+        ``requests``: ``usage`` adds up that many requests (a gateway pricing a heartbeat's
+        per-model totals); per-request thresholds (long context, a tier's ``max_input_tokens``)
+        then apply to the average request.
         """
         found = self._resolved.get(model, False)
         if found is False:
@@ -313,9 +318,9 @@ class PriceTable:
             if len(self._rates) > _CACHE_LIMIT:
                 self._rates.clear()
             self._rates[key] = rates
-        if rates.max_input is not None and usage.input_tokens > rates.max_input:
+        if rates.max_input is not None and usage.input_tokens > rates.max_input * requests:
             rates = rates.over_max  # type: ignore[assignment]
-        if rates.long is not None and usage.input_tokens > rates.long_threshold:  # type: ignore[operator]
+        if rates.long is not None and usage.input_tokens > rates.long_threshold * requests:  # type: ignore[operator]
             rates = rates.long
         return _price(rates, usage, self.version)
 
@@ -476,6 +481,9 @@ def _image_price(period: Period, size: str | None, quality: str | None) -> int |
 _lock = threading.Lock()
 _table: PriceTable | None = None
 _built_from: tuple[Any, ...] | None = None
+#: The gateway's table (its files, in order) once a sender fetched it, and its ``pricing_version``.
+_gateway_files: tuple[PriceFile, ...] = ()
+_gateway_version: str | None = None
 
 
 def bundled_dir() -> Path:
@@ -495,9 +503,18 @@ def bundled_files() -> list[PriceFile]:
     return [parse_file(p) for p in sorted(bundled_dir().glob("*.toml")) if not p.name.startswith("known-")]
 
 
-def load_table(prices: Path | None = None, extra_prices: Iterable[Mapping[str, Any]] = ()) -> PriceTable:
-    """Bundled files, then the user's file, then in-code entries (later ids override earlier)."""
-    files = bundled_files()
+def load_table(prices: Path | None = None, extra_prices: Iterable[Mapping[str, Any]] = (),
+               gateway: Iterable[PriceFile] = ()) -> PriceTable:
+    """Bundled files, the gateway's, the user's file, then in-code entries (later ids override earlier).
+
+    The gateway's files (its own bundled table and the files loaded on it) replace this package's
+    entries model by model; a bundled file identical to one of the gateway's is not read twice, so a
+    client and a gateway of the same release with nothing loaded share one ``version``. Models only
+    this package knows keep its prices; the user's own file and ``extra_prices`` win over everything.
+    """
+    remote = list(gateway)
+    same = {f.raw for f in remote}
+    files = [f for f in bundled_files() if f.raw not in same] + remote
     if prices is not None:
         files.append(parse_file(Path(prices)))
     extra_list = list(extra_prices)
@@ -515,17 +532,51 @@ def table() -> PriceTable:
     with _lock:
         if _table is None:
             s = _config.settings
-            _table = load_table(s.prices, s.extra_prices)
+            _table = load_table(s.prices, s.extra_prices, _gateway_files)
             _built_from = _settings_key()
         return _table
 
 
 def reload_table() -> None:
-    """Drop the cached table; the next ``table()`` reloads every file."""
+    """Drop the cached table; the next ``table()`` reloads every file (the gateway's table stays installed)."""
     global _table, _built_from
     with _lock:
         _table = None
         _built_from = None
+
+
+def install_gateway_table(files: Iterable[PriceFile], version: str) -> PriceTable:
+    """Price with the gateway's table from now on (under the user's own file and ``extra_prices``).
+
+    The whole table is built here, on the caller's (background) thread, and then swapped in: the
+    hot path never parses anything. Raises ``PriceFileError`` (nothing installed) when the user's
+    own price file is broken."""
+    global _table, _built_from, _gateway_files, _gateway_version
+    files = tuple(files)
+    key = _settings_key()
+    s = _config.settings
+    built = load_table(s.prices, s.extra_prices, files)
+    with _lock:
+        _gateway_files, _gateway_version = files, version
+        fresh = _settings_key() == key  # configure() ran meanwhile: rebuild lazily with the new settings
+        _table, _built_from = (built, key) if fresh else (None, None)
+    return built
+
+
+def forget_gateway_table() -> None:
+    """Back to this package's own table (another gateway, or none, is configured now)."""
+    global _table, _built_from, _gateway_files, _gateway_version
+    with _lock:
+        if _gateway_version is None:
+            return
+        _gateway_files, _gateway_version = (), None
+        _table = None
+        _built_from = None
+
+
+def gateway_version() -> str | None:
+    """The ``pricing_version`` of the gateway table in use, or ``None`` when none was installed."""
+    return _gateway_version
 
 
 def _on_settings_change(_settings: Any) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .._attribution import validate_address
-from .._meter import Pending, Totals
+from .._meter import TOKEN_DETAILS, Pending, Totals
 from .._money import from_usd
 from .._protocol import MAX_COUNT, MAX_ENTRY_USD, iso, money, parse_iso, parse_money
 
@@ -38,6 +38,10 @@ _TOTALS_ATTR = {
     "unpriced_calls": "unpriced_calls",
 }
 _BY_MODEL = ("llm_calls", "tokens_in", "tokens_out")
+#: Sent per model only when not zero (older gateways never see them unless a call had them): with the
+#: token details the gateway can price the calls this process could not (``unpriced_calls``).
+_BY_MODEL_DETAILS = ("cached_tokens", "reasoning_tokens", *TOKEN_DETAILS, "estimated_calls", "unpriced_calls")
+_DETAIL_ATTR = {**_TOTALS_ATTR, **{name: name for name in TOKEN_DETAILS}}
 
 
 @dataclass(slots=True)
@@ -55,6 +59,11 @@ class Entry:
     frozen: bool = False
     #: Zero-cost entries that only ask the gateway for a blocked agent's state; never spooled.
     probe: bool = False
+    #: Whether ``by_model`` carries the token details (and per-model ``unpriced_calls``): decided by the
+    #: sender before the entry is first sent (only gateways that announce a ``pricing_version`` know the
+    #: fields; others would refuse the entry) and never changed after, since the content of a sent entry
+    #: is fixed. ``None``: not decided yet (the spool then keeps the details).
+    details: bool | None = None
 
     def add(self, model: str, pending: Pending) -> None:
         """Fold the meter's pending counters of one model into this (open) entry."""
@@ -73,7 +82,9 @@ class Entry:
         """Can ``pending`` be folded in without crossing what the gateway stores in one entry?"""
         return _within(self.totals, pending.totals) and _within(self.by_model.get(model), pending.totals)
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self, *, details: bool | None = None) -> dict[str, Any]:
+        """The entry as sent; ``details`` overrides :attr:`details` (the spool keeps undecided ones)."""
+        with_details = bool(self.details if details is None else details)
         start = math.floor(self.window_start)
         end = max(math.ceil(self.window_end), start)
         body: dict[str, Any] = {"id": self.id, "agent": self.agent}
@@ -83,16 +94,17 @@ class Entry:
         body["window_start"] = iso(start)
         body["window_end"] = iso(end)
         body["metrics"] = _metrics(self.totals, tuple(_TOTALS_ATTR))
-        body["by_model"] = {model: _metrics(t, _BY_MODEL) for model, t in self.by_model.items()}
+        body["by_model"] = {model: _model_metrics(t, with_details) for model, t in self.by_model.items()}
         if self.pricing_version:
             body["pricing_version"] = self.pricing_version
         return body
 
     def to_spool(self) -> dict[str, Any]:
         """The wire form plus exact float windows, so a reloaded open entry can keep merging."""
-        body = self.to_wire()
+        body = self.to_wire(details=self.details is not False)
         body["_window"] = [self.window_start, self.window_end]
         body["_frozen"] = self.frozen
+        body["_details"] = self.details
         return body
 
     @classmethod
@@ -122,6 +134,8 @@ class Entry:
             raise ValueError("pricing_version: must be a string")
         entry.pricing_version = version or ""
         entry.frozen = body.get("_frozen", True) is not False
+        details = body.get("_details")
+        entry.details = details if isinstance(details, bool) else None
         return entry
 
 
@@ -134,6 +148,17 @@ def _metrics(totals: Totals, names: tuple[str, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {"cost_usd": money(totals.cost_pico)}
     for name in names:
         out[name] = getattr(totals, _TOTALS_ATTR[name])
+    return out
+
+
+def _model_metrics(totals: Totals, details: bool) -> dict[str, Any]:
+    out = _metrics(totals, _BY_MODEL)
+    if not details:
+        return out
+    for name in _BY_MODEL_DETAILS:
+        value = getattr(totals, _DETAIL_ATTR[name])
+        if value:
+            out[name] = value
     return out
 
 
@@ -206,7 +231,7 @@ def _totals(metrics: object, where: str) -> Totals:
     if cost is None or cost < 0:
         raise ValueError(f"{where}.cost_usd: not an amount: {metrics.get('cost_usd')!r}"[:200])
     totals.cost_pico = cost
-    for name, attr in _TOTALS_ATTR.items():
+    for name, attr in _DETAIL_ATTR.items():
         value = metrics.get(name, 0)
         if value is None:
             value = 0

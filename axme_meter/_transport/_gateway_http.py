@@ -120,13 +120,19 @@ class GatewayHTTP:
 
     def post(self, path: str, body: Any, *, timeout: float | None = None) -> Answer:
         """POST JSON; raise :class:`GatewayUnreachable` when there is no HTTP answer."""
+        return self._request("POST", path, timeout, json=body)
+
+    def get(self, path: str, *, headers: dict[str, str] | None = None, timeout: float | None = None) -> Answer:
+        """GET (e.g. ``/v1/prices`` with ``If-None-Match``); raise :class:`GatewayUnreachable` when there is no answer."""
+        return self._request("GET", path, timeout, headers=headers)
+
+    def _request(self, method: str, path: str, timeout: float | None, **kwargs: Any) -> Answer:
         httpx = self._httpx
-        kwargs: dict[str, Any] = {}
         if timeout is not None:
             timeout = max(timeout, 0.05)
             kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 5.0))
         try:
-            resp = self._client.post(path, json=body, **kwargs)
+            resp = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             # Never include the request (headers carry the key) in what we raise.
             raise GatewayUnreachable(f"{type(exc).__name__} talking to {self.base_url}") from None

@@ -24,6 +24,13 @@ whatever the call rate or its length.
 
 Spool and quarantine belong to one identity (gateway URL, key fingerprint): this
 sender adopts only dead processes' spools of that identity (``_spool.py``).
+
+Prices: the gateway is the fleet's price authority. When the sender starts (and when it first asks
+for a grant or registers an intent), a background thread fetches ``GET /v1/prices`` and installs
+that table for this process (under the user's own price file and ``extra_prices``); it fetches
+again whenever a heartbeat answer carries another ``pricing_version``. Nothing of this runs on a
+caller's thread. Entries carry per-model token details only to gateways that announced a
+``pricing_version`` (others would refuse the unknown fields).
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from ._block_reports import BlockReports, Key
 from ._entries import Entry, probe_entry, split
 from ._flush_result import FlushResult
 from ._gateway_http import Answer, GatewayHTTP, GatewayUnreachable
+from ._prices import PriceChannel
 from ._quarantine import Quarantine, Refusal
 from ._spool import RETRY_DISK_EVERY, Spool, SpoolFileError, default_root, key_prefix, read_state, set_aside
 
@@ -111,6 +119,8 @@ class Sender:
         self._reports = BlockReports(self.instance)
         #: False once the gateway refused the ``blocks`` field (an older gateway, AXME Cloud): never sent again.
         self._blocks_supported = True
+        #: The gateway's price table: fetched in the background, installed for this process (``_prices.py``).
+        self.prices = PriceChannel(self._client, lambda: self._stopping, self._after_price_change)
         #: How the last exchange went: ``ok`` | ``unreachable`` | ``unauthorized`` (see :attr:`state`).
         self._link = OK
         #: Counters for status output, tests and the benchmark.
@@ -157,6 +167,7 @@ class Sender:
             thread = threading.Thread(target=self._run, name="axme-meter-heartbeat", daemon=True)
             self._thread = thread
             thread.start()
+        self.prices.fetch_once()  # in the background: the table is usually in place before the first heartbeat
 
     def _ensure_ready(self) -> None:
         """Open the spool (a failure leaves it retrying, memory-only meanwhile), adopt dead processes' spools. Once."""
@@ -454,6 +465,11 @@ class Sender:
                 self._frozen[entry.id] = entry
                 self._changed = True
             batch = list(self._frozen.values())
+            details = self.prices.details_ok
+            for entry in batch:
+                if entry.details is None:  # fixed at the first send: a sent entry's content never changes
+                    entry.details = details
+                    self._changed = True
             base = self.budget.snapshot_spent()
             # Spend held back in open entries is not in this batch: the answer's `remaining` won't cover it.
             held_back: dict[str, int] = {}
@@ -566,6 +582,7 @@ class Sender:
         return False
 
     def _accepted(self, chunk: list[Entry], base: dict[str, int], answer: Answer, keys: list[Key]) -> bool:
+        self.prices.on_answer(answer.body)  # another pricing_version: fetch the gateway's table (in the background)
         results = parse_results(answer.body)
         self._acknowledge(chunk, results, answer.status)
         states = parse_agents(answer.body)
@@ -691,6 +708,7 @@ class Sender:
         except Exception:
             log.exception("axme_meter: grant request could not start the HTTP client")
             return False
+        self.prices.fetch_once()
         now = time.monotonic()
         if self._down_since is not None and now - self._last_failure < INTENT_SKIP_AFTER_FAILURE:
             self._check_fail_closed(now)
@@ -761,6 +779,7 @@ class Sender:
         except Exception:
             log.exception("axme_meter: intent registration could not start the HTTP client")
             return
+        self.prices.fetch_once()
         now = time.monotonic()
         if self._down_since is not None and now - self._last_failure < INTENT_SKIP_AFTER_FAILURE:
             self._check_fail_closed(now)
@@ -795,6 +814,22 @@ class Sender:
         else:
             self._note_success()
 
+    # ------------------------------------------------------------------ prices
+
+    def _after_price_change(self) -> None:
+        """A new price table is in place: spend priced with the old one goes out in entries of its own.
+
+        The gateway re-prices a model's calls only when all of them in an entry were unpriced, so
+        calls priced before and after the change must not share an entry (see ``gateway/_reprice.py``)."""
+        with self._state_lock:
+            self._drain_locked()
+            for key in list(self._open):
+                entry = self._open.pop(key)
+                entry.frozen = True
+                self._frozen[entry.id] = entry
+                self._changed = True
+            self._save_locked()
+
     # ------------------------------------------------------------------ status
 
     def status(self) -> dict[str, object]:
@@ -819,6 +854,7 @@ class Sender:
             "unreachable_for": None if self._down_since is None else round(now - self._down_since, 3),
             "retry_in": round(max(0.0, self._retry_at - now), 3) if self._retry_at > now else 0.0,
             "last_error": self.last_error,
+            "pricing_version": self.prices.version,
         }
 
 

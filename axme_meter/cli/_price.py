@@ -1,4 +1,9 @@
-"""``axme-meter price`` (cost of one call) and ``axme-meter prices`` (list the table).
+"""``axme-meter price`` (cost of one call) and ``axme-meter prices`` (list the table; load files on a gateway).
+
+``prices`` has actions (``list``, ``load``, ``unload``, ``loaded``); a first word that is none of
+them is a ``list`` pattern, so ``axme-meter prices 'gpt-5*'`` lists as it always did. Listing and
+``price`` are local and offline (this package's table, plus ``AXME_METER_PRICES``); the other
+actions act on a gateway, through its database (``--db``) or its API (``--gateway``), like ``keys``.
 
 Plain aligned text only: ``rich`` is not a base dependency.
 """
@@ -9,7 +14,10 @@ import argparse
 import datetime as _dt
 import difflib
 import fnmatch
+import json
+import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from .._money import to_decimal
@@ -37,14 +45,95 @@ def register(subparsers: Any) -> None:
     price.set_defaults(handler=run_price)
 
     prices = subparsers.add_parser(
-        "prices", help="list the price table and its version",
+        "prices", help="list the price table; load price files on a gateway",
         description="List the models in the price table (USD per 1M tokens, other units where they apply), "
-        "the date each price was checked, and the table version every cost record carries.",
-        epilog=examples("axme-meter prices", "axme-meter prices 'gpt-5*'", "axme-meter prices mini --date 2025-06-01"),
+        "the date each price was checked, and the table version every cost record carries. With an action, "
+        "manage the price files a gateway loads over its bundled table (every client of the gateway prices "
+        "with them). A first word that is not an action is a 'list' pattern.",
+        epilog=examples("axme-meter prices", "axme-meter prices 'gpt-5*'", "axme-meter prices mini --date 2025-06-01",
+                        "axme-meter prices load ours.toml --gateway http://127.0.0.1:8787", "axme-meter prices ACTION --help"),
     )
-    prices.add_argument("pattern", nargs="?", help="filter model ids: glob (gpt-4o*) or substring (mini)")
     prices.add_argument("--date", type=_date, help="show the prices in force on this date (YYYY-MM-DD)")
-    prices.set_defaults(handler=run_prices)
+    prices.set_defaults(handler=run_prices, pattern=None)
+    actions = prices.add_subparsers(dest="prices_action", metavar="ACTION", action=_ListByDefault)
+    listing = actions.add_parser(
+        "list", help="list the local price table (the default action)",
+        description="List this package's price table (plus AXME_METER_PRICES), offline: the models, their rates "
+        "(USD per 1M tokens) and the table version. 'axme-meter prices PATTERN' is the same.",
+        epilog=examples("axme-meter prices list", "axme-meter prices list 'gpt-4o*' --date 2025-01-15"),
+    )
+    listing.add_argument("pattern", nargs="?", help="filter model ids: glob (gpt-4o*) or substring (mini)")
+    listing.add_argument("--date", type=_date, default=argparse.SUPPRESS, help="show the prices in force on this date (YYYY-MM-DD)")
+    listing.set_defaults(handler=run_prices)
+    load = actions.add_parser(
+        "load", help="load a price file on a gateway (its clients price with it)",
+        description="Load a price file (format: pricing/README.md) on a gateway, over its bundled table: every "
+        "replica serves it at /v1/prices, its clients fetch it and price with it, and it prices the calls old "
+        "clients could not. A file loaded under the same name is replaced. A bad file (a negative or "
+        "non-numeric rate, a rate with no unit, overlapping price histories) is refused and nothing is loaded. "
+        "Needs the super-admin key (org '*'); recorded as a prices.loaded event.",
+        epilog=examples("axme-meter prices load ours.toml --gateway http://127.0.0.1:8787   # with AXME_API_KEY",
+                        "axme-meter prices load /srv/prices/2026-12.toml --name ours.toml --db postgresql://axme@db/axme"),
+    )
+    load.add_argument("file", metavar="FILE", help="the TOML price file")
+    load.add_argument("--name", help="the name to load it under (default: the file's name); the same name replaces it")
+    _target_flags(load)
+    load.set_defaults(handler=run_load)
+    unload = actions.add_parser(
+        "unload", help="unload a price file from a gateway",
+        description="Drop a price file loaded on a gateway: its models price as the bundled table (and the other "
+        "loaded files) say again. Needs the super-admin key; recorded as a prices.unloaded event.",
+        epilog=examples("axme-meter prices unload ours.toml --gateway http://127.0.0.1:8787",
+                        "axme-meter prices unload ours.toml --db sqlite:////srv/axme/gateway.sqlite3"),
+    )
+    unload.add_argument("name", metavar="NAME", help="the name it was loaded under ('prices loaded' lists them)")
+    _target_flags(unload)
+    unload.set_defaults(handler=run_unload)
+    loaded = actions.add_parser(
+        "loaded", help="show the price files a gateway has loaded, and its pricing_version",
+        description="Show a gateway's effective price table: its pricing_version and the files loaded over the "
+        "bundled table (name, models, when and by which key).",
+        epilog=examples("axme-meter prices loaded --gateway http://127.0.0.1:8787", "axme-meter prices loaded --json"),
+    )
+    loaded.add_argument("--json", action="store_true", help="print the JSON answer (without the TOML texts)")
+    _target_flags(loaded)
+    loaded.set_defaults(handler=run_loaded)
+
+
+class _AnyWord(dict):  # type: ignore[type-arg]
+    """The actions, as argparse's choice check sees them: any word is accepted (it may be a pattern).
+
+    It holds the action parsers too, so that whatever lists ``choices`` (help, ``_help.subparsers_of``) sees them."""
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str)
+
+
+class _ListByDefault(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """``prices WORD …`` where WORD is no action means ``prices list WORD …``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.choices = _AnyWord()  # argparse's membership check; the parsers are looked up in _name_parser_map
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser = super().add_parser(name, **kwargs)
+        self.choices[name] = parser
+        return parser
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if values and values[0] not in self._name_parser_map:
+            values = ["list", *values]
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _target_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=None, help="the gateway's database URL (default: $AXME_GATEWAY_DB, else the "
+                        "gateway's default SQLite file)")
+    parser.add_argument("--gateway", metavar="URL", default=None, help="use a running gateway's /v1/prices instead of "
+                        "the database (needs the super-admin key to load)")
+    parser.add_argument("--api-key", metavar="KEY", default=None, help="key for --gateway (default: $AXME_API_KEY)")
 
 
 def _count(text: str) -> int:
@@ -180,3 +269,113 @@ def run_prices(args: argparse.Namespace) -> int:
         cells += [row[4].ljust(widths[4]), row[5]]
         print("  ".join(cells).rstrip())
     return 0
+
+
+# -- price files on a gateway ------------------------------------------------------------------
+
+
+def _fail(args: argparse.Namespace, message: str, code: int = 1) -> int:
+    print(f"axme-meter prices {args.prices_action}: {message}", file=sys.stderr)
+    return code
+
+
+def _on_gateway(args: argparse.Namespace, over_http: Callable[[Any], Any],
+                in_db: Callable[[Any, Any, Any], Any]) -> tuple[Any, int]:
+    """Call the gateway's API (``--gateway``) or act on its database; (answer, 0) or (None, exit code) after saying why."""
+    if args.gateway and args.db:
+        return None, _fail(args, "pass either --db or --gateway, not both", 2)
+    if args.gateway:
+        from ._api import GatewayAPI, GatewayError
+
+        try:
+            with GatewayAPI(args.gateway, args.api_key) as api:
+                return over_http(api), 0
+        except GatewayError as exc:
+            return None, _fail(args, str(exc))
+    try:
+        from ..gateway._auth import Principal
+        from ..gateway._config import Settings
+        from ..gateway._db import make_engine, migrate
+        from ..gateway._errors import ApiError
+    except ModuleNotFoundError as exc:
+        return None, _fail(args, f"needs the 'gateway' extra ({exc.name} is missing): pip install 'axme_meter[gateway]'", 2)
+    engine = make_engine(Settings.from_env(args.db or os.environ.get("AXME_GATEWAY_DB")).db_url)
+    try:
+        migrate(engine)
+        return in_db(engine, Principal("*", True, None, "cli"), _dt.datetime.now(_dt.timezone.utc)), 0
+    except ApiError as exc:
+        return None, _fail(args, exc.message)
+    finally:
+        engine.dispose()
+
+
+def run_load(args: argparse.Namespace) -> int:
+    """Load FILE on the gateway; refused files are explained (model and field) and nothing is loaded."""
+    import re
+    from pathlib import Path
+
+    path = Path(args.file)
+    name = args.name or path.name
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        return _fail(args, f"{name!r} cannot name a price file: use letters, digits, '.', '_' and '-' (at most 100), "
+                     "e.g. --name ours.toml", 2)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        return _fail(args, f"cannot read {args.file}: {exc.strerror or exc}", 2)
+    except UnicodeDecodeError:
+        return _fail(args, f"{args.file} is not UTF-8 text: save it as UTF-8", 2)
+    answer, code = _on_gateway(
+        args, lambda api: api.request("POST", "/v1/prices", json={"name": name, "toml": text}),
+        lambda engine, who, now: _gateway_commands().load_prices(engine, who, name, text, now))
+    if code:
+        return code
+    verb = "replaced" if answer.get("replaced") else "loaded"
+    print(f"{verb} {answer['name']}: {len(answer['models'])} model(s) ({', '.join(answer['models'])})")
+    print(f"pricing_version: {answer['pricing_version']}")
+    print(f"loaded files: {', '.join(answer['loaded'])}")
+    return 0
+
+
+def run_unload(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    answer, code = _on_gateway(
+        args, lambda api: api.request("DELETE", f"/v1/prices/{quote(args.name, safe='')}"),
+        lambda engine, who, now: _gateway_commands().unload_prices(engine, who, args.name, now))
+    if code:
+        return code
+    print(f"unloaded {answer['name']}")
+    print(f"pricing_version: {answer['pricing_version']}")
+    print(f"loaded files: {', '.join(answer['loaded']) or 'none (the bundled table)'}")
+    return 0
+
+
+def run_loaded(args: argparse.Namespace) -> int:
+    """The gateway's pricing_version and loaded files (the TOML texts are left out)."""
+    answer, code = _on_gateway(args, lambda api: api.request("GET", "/v1/prices"), lambda engine, _who, _now: _table_answer(engine))
+    if code:
+        return code
+    files = [{k: v for k, v in f.items() if k != "toml"} for f in answer.get("files", [])]
+    if args.json:
+        print(json.dumps({"pricing_version": answer.get("pricing_version"), "files": files}, indent=2, sort_keys=True))
+        return 0
+    print(f"pricing_version: {answer.get('pricing_version')}")
+    for f in files:
+        when = f" loaded {f.get('loaded_at')} by {f.get('loaded_by')}" if f.get("source") == "loaded" else ""
+        print(f"  {f.get('source', '?'):<8} {f.get('name')}: {len(f.get('models', []))} model(s){when}")
+    return 0
+
+
+def _table_answer(engine: Any) -> Any:
+    from ..gateway import _prices
+
+    with engine.connect() as conn:
+        return json.loads(_prices.effective(conn).body())
+
+
+def _gateway_commands() -> Any:
+    """Imported only for database access, so ``--gateway`` works without the 'gateway' extra."""
+    from ..gateway import _commands
+
+    return _commands

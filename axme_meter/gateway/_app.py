@@ -31,6 +31,7 @@ from ._db import make_engine, migrate
 from ._egress import EgressPolicy
 from ._errors import ApiError
 from ._metrics import GatewayMetrics
+from ._prices import GatewayPrices
 from ._windows import Clock
 from .routes import routes
 
@@ -50,6 +51,8 @@ class Gateway:
     keys: KeyRing
     dispatcher: Dispatcher
     metrics: GatewayMetrics
+    #: The effective price table (bundled + loaded files), see ``_prices.py``.
+    prices: GatewayPrices
     #: Alert claims this gateway has seen taken; its engine's connections carry it (``_store.CLAIMS_OPTION``).
     claims: _store.AlertClaims = field(default_factory=_store.AlertClaims)
 
@@ -90,7 +93,7 @@ def build_gateway(settings: Settings) -> Gateway:
     claims = _store.AlertClaims()
     # the write paths (``_ingest``) claim alerts with a connection, not a Gateway: the engine hands it on
     engine.update_execution_options(**{_store.CLAIMS_OPTION: claims})
-    return Gateway(settings, engine, clock, KeyRing(engine), dispatcher, metrics, claims)
+    return Gateway(settings, engine, clock, KeyRing(engine), dispatcher, metrics, GatewayPrices(engine), claims)
 
 
 def create_app(settings: Settings, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:

@@ -1,4 +1,4 @@
-"""Every admin write, in one place: cost policies, pause / resume / kill, creating and revoking keys.
+"""Every admin write, in one place: cost policies, pause / resume / kill, keys, loaded price files.
 
 The JSON API (``routes/``), the dashboard (``dashboard/_views``) and the ``keys`` CLI
 all call these functions, so the rules are enforced once:
@@ -9,7 +9,8 @@ all call these functions, so the rules are enforced once:
   bound key's scope answers 403;
 - every change writes an audit event carrying ``"by": <key prefix>``
   (``policy.updated``, ``policy.deleted``, ``agent.paused|resumed|killed``,
-  ``key.created``, ``key.revoked``), with webhook URLs redacted;
+  ``key.created``, ``key.revoked``, ``prices.loaded``, ``prices.unloaded``), with webhook URLs redacted;
+- the price table is shared by every org, so only the super-admin (org ``*``) loads price files;
 - a policy written back with the redacted URLs that reads show keeps the stored ones.
 
 Functions take the engine and run their own transaction (``in_transaction``: retried
@@ -18,6 +19,7 @@ on PostgreSQL deadlocks, serialised on SQLite); refusals are raised as ``ApiErro
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime
@@ -27,7 +29,9 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 from .. import _attribution
-from . import _queries, _store
+from .._pricing import PriceFileError
+from .._pricing._load import PriceFile
+from . import _prices, _queries, _store
 from ._auth import Principal, new_key, require_admin
 from ._errors import ApiError, not_found
 from ._ingest import in_transaction
@@ -217,5 +221,85 @@ def revoke_key(engine: Engine, who: Principal, prefix: str, now: datetime, *, wh
                    {"agent": row["agent"], "prefix": row["prefix"], "org": row["org"], "admin": bool(row["is_admin"]),
                     "by": _by(who)}, ts)
         return {"ok": True, "revoked": _key_view(row, who)}, str(row["key_hash"])
+
+    return in_transaction(engine, tx)
+
+
+# -- price files -----------------------------------------------------------------------------------
+
+def _require_super_admin(who: Principal) -> None:
+    require_admin(who)
+    if who.org != "*" or who.agent is not None:
+        raise ApiError(403, "forbidden", "the price table is shared by every org on this gateway: loading or unloading "
+                       "a price file needs the super-admin key (org '*')")
+
+
+def _price_file_error(name: str, exc: PriceFileError) -> ApiError:
+    details = {"file": name, "model": exc.model, "field": exc.field}
+    return ApiError(422, "invalid_price_file", f"{str(exc).rstrip('.')}. Nothing was loaded.", details)
+
+
+def _check_against_table(name: str, parsed: PriceFile, others: list[_prices.Loaded]) -> None:
+    """A loaded alias may not name another model: the table would keep pricing that name as the other model."""
+    table = _prices.build(others).table
+    ids = {e.id for e in parsed.entries}
+    for entry in parsed.entries:
+        for alias in entry.aliases:
+            if alias in table.entries and alias not in ids:
+                raise _price_file_error(name, PriceFileError(
+                    f"{name}: model {entry.id!r}, field 'aliases': {alias!r} is the id of another model in the gateway's "
+                    f"price table. Fix: give {alias!r} its own [[models]] entry (an entry with that id replaces it)",
+                    origin=name, model=entry.id, field="aliases"))
+
+
+def load_prices(engine: Engine, who: Principal, name: str, toml: str, now: datetime) -> dict[str, Any]:
+    """Load a price file over the bundled table (replacing a file loaded under the same ``name``).
+
+    The file is checked as a whole before anything is stored: a bad rate, a rate with no unit,
+    overlapping price histories or an alias taking another model's name refuse it (422) and
+    nothing changes. The answer carries the new ``pricing_version``."""
+    _require_super_admin(who)
+    try:
+        parsed = _prices.parse_stored(name, toml)
+    except PriceFileError as exc:
+        raise _price_file_error(name, exc) from None
+    if not parsed.entries:
+        raise _price_file_error(name, PriceFileError(
+            f"{name}, field 'models': the file has no [[models]] entry. Fix: add the models to price (format: "
+            "pricing/README.md); to drop a loaded file, unload it", origin=name, field="models"))
+    ts = int(now.timestamp())
+    loaded = _prices.Loaded(name, parsed, hashlib.sha256(parsed.raw).hexdigest(), ts, _by(who))
+
+    def tx(conn: Connection) -> dict[str, Any]:
+        _prices.lock_for_write(conn)
+        before = _prices.effective(conn).loaded
+        others = [f for f in before if f.name != name]
+        _check_against_table(name, parsed, others)
+        _prices.store_file(conn, loaded, toml)
+        snapshot = _prices.build([*others, loaded])
+        models = [e.id for e in parsed.entries]
+        replaced = len(others) != len(before)
+        _store.add_event(conn, "*", None, "prices.loaded", {"name": name, "sha256": loaded.sha256, "models": models,
+                                                          "replaced": replaced, "pricing_version": snapshot.version,
+                                                          "by": _by(who)}, ts)
+        return {"ok": True, "name": name, "sha256": loaded.sha256, "models": models, "replaced": replaced,
+                "pricing_version": snapshot.version, "loaded": [f.name for f in snapshot.loaded]}
+
+    return in_transaction(engine, tx)
+
+
+def unload_prices(engine: Engine, who: Principal, name: str, now: datetime) -> dict[str, Any]:
+    """Drop a loaded price file: its models price as the bundled table (or the other loaded files) say again."""
+    _require_super_admin(who)
+    ts = int(now.timestamp())
+
+    def tx(conn: Connection) -> dict[str, Any]:
+        _prices.lock_for_write(conn)
+        if not _prices.delete_file(conn, name):
+            raise not_found(f"loaded price file {name!r}")
+        snapshot = _prices.effective(conn)
+        _store.add_event(conn, "*", None, "prices.unloaded", {"name": name, "pricing_version": snapshot.version,
+                                                            "by": _by(who)}, ts)
+        return {"ok": True, "name": name, "pricing_version": snapshot.version, "loaded": [f.name for f in snapshot.loaded]}
 
     return in_transaction(engine, tx)

@@ -18,30 +18,25 @@ def default_db_url() -> str:
     return f"sqlite:///{directory / 'gateway.sqlite3'}"
 
 
-def unpriced_rates_from(value: str | None) -> tuple[int, int]:
-    """``AXME_GATEWAY_UNPRICED_RATES="30/180"`` (USD per 1M input/output tokens), else the highest
-    input and output rates in the price table: an unknown model is assumed to be as dear as the dearest known one."""
+def unpriced_rates_from(value: str | None) -> tuple[int, int] | None:
+    """``AXME_GATEWAY_UNPRICED_RATES="30/180"`` (USD per 1M input/output tokens) as pico-dollars per 1M tokens.
+
+    ``None`` when unset: then the highest input and output rates of the gateway's *effective* price
+    table (bundled plus loaded files, ``_prices.dearest_rates``) apply, so an unknown model is assumed
+    to be as dear as the dearest known one, also after a price file was loaded."""
     from .._money import from_usd
 
-    if value:
-        parts = value.split("/")
-        try:
-            rates = tuple(from_usd(p.strip(), field="AXME_GATEWAY_UNPRICED_RATES") for p in parts)
-        except ValueError:
-            rates = ()
-        if len(rates) != 2 or min(rates) <= 0:
-            raise ValueError(f"AXME_GATEWAY_UNPRICED_RATES must be 'INPUT/OUTPUT' in USD per 1M tokens, "
-                             f"such as '30/180'; got {value!r}")
-        return rates[0], rates[1]
-    from .._pricing import table
-
-    highest = {"input": 0, "output": 0}
-    for entry in table().entries.values():
-        for period in entry.periods:
-            for name in highest:
-                highest[name] = max(highest[name], period.rates.get(name, 0))
-    per_million = 1_000_000  # table rates are pico-dollars per token
-    return highest["input"] * per_million, highest["output"] * per_million
+    if not value:
+        return None
+    parts = value.split("/")
+    try:
+        rates = tuple(from_usd(p.strip(), field="AXME_GATEWAY_UNPRICED_RATES") for p in parts)
+    except ValueError:
+        rates = ()
+    if len(rates) != 2 or min(rates) <= 0:
+        raise ValueError(f"AXME_GATEWAY_UNPRICED_RATES must be 'INPUT/OUTPUT' in USD per 1M tokens, "
+                         f"such as '30/180'; got {value!r}")
+    return rates[0], rates[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +53,8 @@ class Settings:
     #: ``AXME_GATEWAY_WEBHOOK_ALLOW``: host names / CIDRs webhooks may reach although they are not public
     webhook_allow: tuple[str, ...] = ()
     #: Conservative (input, output) rates in pico-dollars per 1M tokens for calls a client cannot price,
-    #: unless an agent's policy sets its own. See :func:`unpriced_rates_from`.
-    unpriced_rates: tuple[int, int] = (0, 0)
+    #: unless an agent's policy sets its own; ``None``: the effective table's dearest. See :func:`unpriced_rates_from`.
+    unpriced_rates: tuple[int, int] | None = None
 
     @classmethod
     def from_env(cls, db_url: str | None = None, **overrides: object) -> Settings:

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Arbitrary constant naming this app's advisory lock on PostgreSQL.
 _MIGRATION_LOCK = 0x41584D45  # "AXME"
 
@@ -181,6 +181,21 @@ sessions = Table(
 )
 
 
+#: Price files loaded on the gateway (schema version 4, see ``_prices.py``): the effective price table is
+#: the bundled one with these over it, in ``seq`` order (a later file replaces earlier entries by model id).
+#: Kept in the database, so every replica serves, and re-prices with, the same table.
+price_files = Table(
+    "axme_price_files",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("content", Text, nullable=False),  # the file's TOML text, exactly as loaded
+    Column("sha256", String(64), nullable=False),
+    Column("loaded_at", BigInteger, nullable=False),
+    Column("loaded_by", String(64), nullable=False),
+)
+
+
 def normalise_url(url: str) -> str:
     """``postgresql://`` means psycopg 3 here; ``sqlite:///path`` and ``postgresql+psycopg://`` pass through."""
     for prefix in ("postgresql://", "postgres://"):
@@ -238,6 +253,7 @@ def migrate(engine: Engine) -> None:
             # sessions from older versions lived in cookies and end), and two nullable columns:
             if current < 3:
                 _add_columns_v3(conn)
+            # 3 → 4: adds axme_price_files (create_all above made it; no loaded files: the bundled table, as before)
             conn.execute(schema_version.update().values(version=SCHEMA_VERSION))
 
 

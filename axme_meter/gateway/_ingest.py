@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from .._protocol import CONFLICT, DUPLICATE, RECORDED, entry_result, money
-from . import _client_blocks, _grants, _store
+from . import _client_blocks, _grants, _reprice, _store
 from ._alerts import Alert
 from ._auth import Principal
 from ._db import write_conn
@@ -102,8 +102,8 @@ def ingest(engine: Engine, principal: Principal, entries: Sequence[HeartbeatEntr
 
 def entry_digest(entry: HeartbeatEntry, address: str) -> str:
     """What an entry id stands for: its agent, intent and amounts (not its window or status fields)."""
-    content = {"agent": address, "intent_id": entry.intent_id, "metrics": entry.metrics.model_dump(mode="json"),
-               "by_model": {m: v.model_dump(mode="json") for m, v in entry.by_model.items()}}
+    content = {"agent": address, "intent_id": entry.intent_id, "metrics": entry.metrics.digest_form(),
+               "by_model": {m: v.digest_form() for m, v in entry.by_model.items()}}
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -191,13 +191,14 @@ def _book(conn: Connection, booked: Sequence[tuple[HeartbeatEntry, str]], rows: 
             policy = parse_policy(rows[aid]["policy"])
             starts = starts_cache[aid] = window_starts(now, policy.timezone if policy else None)
         m = entry.metrics
-        values = (m.cost_usd, m.llm_calls, m.tokens_in, m.tokens_out)
+        cost = _reprice.amounts(conn, entry, now)  # the client's amounts, or the gateway's price of unpriced models
+        values = (cost.total, m.llm_calls, m.tokens_in, m.tokens_out)
         for window, start in starts.items():
             _add(deltas[(aid, window, start, "total", "")], (*values, 1, 0))
             if entry.intent_id:
                 _add(deltas[(aid, window, start, "intent", entry.intent_id)], (*values, 1, 0))
             for model, mm in entry.by_model.items():
-                _add(deltas[(aid, window, start, "model", model)], (mm.cost_usd, mm.llm_calls, mm.tokens_in, mm.tokens_out, 1, 0))
+                _add(deltas[(aid, window, start, "model", model)], (cost.by_model[model], mm.llm_calls, mm.tokens_in, mm.tokens_out, 1, 0))
         if entry.intent_id:
             _add(intent_deltas[(_store.org_of(address), entry.intent_id, aid)], values)  # type: ignore[index]
     created = _store.book_intents(conn, intent_deltas, ts)  # type: ignore[arg-type]

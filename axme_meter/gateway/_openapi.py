@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from ._schemas import CostPolicy, HeartbeatBatch, HeartbeatEntry, IntentCreate, KeyCreate
+from ._schemas import CostPolicy, HeartbeatBatch, HeartbeatEntry, IntentCreate, KeyCreate, PriceFileUpload
 
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _AGENT_PARAM = {"name": "address_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
@@ -28,7 +28,7 @@ def _op(summary: str, *, body: str | dict[str, Any] | None = None, params: list[
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
     _, defs = models_json_schema(
-        [(m, "validation") for m in (HeartbeatEntry, HeartbeatBatch, IntentCreate, CostPolicy, KeyCreate)],
+        [(m, "validation") for m in (HeartbeatEntry, HeartbeatBatch, IntentCreate, CostPolicy, KeyCreate, PriceFileUpload)],
         ref_template="#/components/schemas/{model}",
     )
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
@@ -69,6 +69,9 @@ def openapi_document() -> dict[str, Any]:
             "/v1/keys": {"post": _op("Create a key (admin, within its own scope)", body="KeyCreate", ok="201"),
                          "get": _op("List keys by prefix (admin)")},
             "/v1/keys/{prefix}": {"delete": _op("Revoke a key (admin)", params=[{**_AGENT_PARAM, "name": "prefix"}])},
+            "/v1/prices": {"get": _op("The effective price table and its pricing_version (ETag; If-None-Match gives 304)"),
+                           "post": _op("Load a price file (super-admin)", body="PriceFileUpload", ok="201")},
+            "/v1/prices/{name}": {"delete": _op("Unload a price file (super-admin)", params=[{**_AGENT_PARAM, "name": "name"}])},
             "/v1/mesh/events": {"get": _op("Events", params=[
                 {"name": "agent", "in": "query", "required": False, "schema": {"type": "string"}},
                 {"name": "after_id", "in": "query", "required": False, "schema": {"type": "integer"}},

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -112,8 +112,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: Token details of a model's calls (schema 4), named as in ``axme_meter._pricing.Usage``: with them the
+#: gateway can price calls the client could not (``_reprice.py``). Zero when absent (older clients).
+TOKEN_DETAILS = (
+    "cache_write_tokens", "cache_write_12h_tokens", "audio_input_tokens", "cached_audio_tokens", "audio_output_tokens",
+    "image_input_tokens", "cached_image_tokens", "image_output_tokens",
+)
+
+
 class ModelMetrics(_Strict):
-    """Spend of one model inside one entry. ``llm_calls`` comes first: the per-call check of ``cost_usd`` needs it."""
+    """Spend of one model inside one entry. ``llm_calls`` comes first: the per-call check of ``cost_usd`` needs it.
+
+    ``tokens_in`` / ``tokens_out`` are the totals; the other counts are parts of them (as in
+    ``Usage``). ``unpriced_calls`` of them were booked by the client at $0 or at a conservative
+    estimate because its price table did not know the model."""
 
     llm_calls: Count = 0
     cost_usd: EntryMoney = 0
@@ -121,6 +133,20 @@ class ModelMetrics(_Strict):
     tokens_out: Count = 0
     cached_tokens: Count = 0
     reasoning_tokens: Count = 0
+    cache_write_tokens: Count = 0
+    cache_write_12h_tokens: Count = 0
+    audio_input_tokens: Count = 0
+    cached_audio_tokens: Count = 0
+    audio_output_tokens: Count = 0
+    image_input_tokens: Count = 0
+    cached_image_tokens: Count = 0
+    image_output_tokens: Count = 0
+    estimated_calls: Count = 0
+    unpriced_calls: Count = 0
+
+    #: Fields added after entries were first digested: left out of the digest while zero, so that an
+    #: entry recorded before they existed is still a ``duplicate`` when replayed (see ``digest_form``).
+    _LATER_FIELDS: ClassVar[tuple[str, ...]] = (*TOKEN_DETAILS, "estimated_calls", "unpriced_calls")
 
     @field_validator("cost_usd")
     @classmethod
@@ -134,16 +160,25 @@ class ModelMetrics(_Strict):
             raise ValueError(f"{money(cost)} USD {per} {MAX_CALL_USD} USD per call (the sanity limit on one LLM call)")
         return cost
 
+    def digest_form(self) -> dict[str, Any]:
+        """What the entry digest covers: every amount, but later fields only when set (stable across upgrades)."""
+        dumped = self.model_dump(mode="json")
+        for name in self._LATER_FIELDS:
+            if not dumped[name]:
+                del dumped[name]
+        return dumped
+
 
 class Metrics(ModelMetrics):
     """Entry totals: ours plus the fields AXME's own SDK sends (``intents_*``, ``avg_latency_ms``)."""
 
-    estimated_calls: Count = 0
-    unpriced_calls: Count = 0
     intents_total: Count = 0
     intents_succeeded: Count = 0
     intents_failed: Count = 0
     avg_latency_ms: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] = 0.0
+
+    #: ``estimated_calls`` and ``unpriced_calls`` were always digested for entry totals.
+    _LATER_FIELDS: ClassVar[tuple[str, ...]] = TOKEN_DETAILS
 
 
 class HeartbeatEntry(_Strict):
@@ -331,3 +366,17 @@ class KeyCreate(_Strict):
     org: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$")]
     admin: bool = False
     agent: Annotated[str, Field(max_length=400)] | None = None
+
+
+#: A loaded price file's name: what ``prices unload`` and the events call it.
+PRICE_FILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+class PriceFileUpload(_Strict):
+    """``POST /v1/prices``: a price file (TOML text, format: ``pricing/README.md``) to load under ``name``.
+
+    A file already loaded under that name is replaced. The TOML itself is checked by the pricing
+    engine's loader (``_commands.load_prices``), whose errors name the model and the field."""
+
+    name: Annotated[str, Field(pattern=PRICE_FILE_NAME)]
+    toml: Annotated[str, Field(min_length=1, max_length=1_000_000)]

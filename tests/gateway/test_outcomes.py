@@ -105,7 +105,7 @@ def test_client_blocks_are_recorded_once_shown_while_current_and_cleared(clocked
 
 
 def test_schema_2_databases_gain_digests_and_old_entries_still_deduplicate(tmp_path: Path, db_url: str) -> None:
-    from axme_meter.gateway._db import make_engine
+    from axme_meter.gateway._db import SCHEMA_VERSION, make_engine
 
     agent = "agent://acme/production/migrated"
     with GatewayProcess(tmp_path / "a", db_url=db_url) as gw, gw.client() as http:
@@ -128,7 +128,7 @@ def test_schema_2_databases_gain_digests_and_old_entries_still_deduplicate(tmp_p
     engine = make_engine(db_url)
     try:
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT version FROM axme_schema_version")).scalar() == 3
+            assert conn.execute(text("SELECT version FROM axme_schema_version")).scalar() == SCHEMA_VERSION
     finally:
         engine.dispose()
 

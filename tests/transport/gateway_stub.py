@@ -63,6 +63,8 @@ class StubGateway:
         self.blocks: list[dict[str, Any]] = []
         #: False: refuse a batch carrying ``blocks`` with 422, as gateways before client block reports did.
         self.accepts_blocks = True
+        #: Announced in heartbeat answers (as gateways with a price table do); ``None``: not announced.
+        self.pricing_version: str | None = None
         self.server = _QuietServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -218,6 +220,8 @@ class StubGateway:
                     return
                 agents = sorted({e["agent"] for e, r in zip(entries, refusals) if not r})
                 answer: dict[str, Any] = {"results": results, "agents": {a: stub._agent_answer(a) for a in agents}}
+                if stub.pricing_version is not None:
+                    answer["pricing_version"] = stub.pricing_version
                 status = 200
                 if agents and all(stub._blocked(a) for a in agents):
                     status = 429

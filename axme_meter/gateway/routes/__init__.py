@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from . import agents, grants, heartbeat, intents, policies, system
+from . import agents, grants, heartbeat, intents, policies, prices, system
 
 _AGENT = "/v1/mesh/agents/{address_id}"
 
@@ -17,6 +17,9 @@ def routes() -> list[Route]:
         Route("/v1/keys", system.create_key, methods=["POST"]),
         Route("/v1/keys", system.list_keys, methods=["GET"]),
         Route("/v1/keys/{prefix}", system.revoke_key, methods=["DELETE"]),
+        Route("/v1/prices", prices.get_prices, methods=["GET"]),
+        Route("/v1/prices", prices.load_prices, methods=["POST"]),
+        Route("/v1/prices/{name}", prices.unload_prices, methods=["DELETE"]),
         Route("/v1/mesh/heartbeat", heartbeat.heartbeat, methods=["POST"]),
         Route("/v1/mesh/grants", grants.create_grants, methods=["POST"]),
         Route("/v1/mesh/intents", intents.create_intent, methods=["POST"]),

@@ -17,6 +17,7 @@ from .._ingest import in_transaction
 from .._schemas import GrantRequest
 from .._store import org_of
 from ._common import block_error, gateway, principal, read_json, validate
+from .prices import snapshot
 
 #: A refusal because other processes hold the rest of the budget is retried soon: they return or spend it.
 RESERVED_RETRY_SECONDS = 5
@@ -50,7 +51,7 @@ async def create_grants(request: Request) -> JSONResponse:
         "unlimited": not outcome.grants,
         "call_cost_usd": money(outcome.call_cost),
     }
-    rule = unpriced_rule(outcome.policy, gw.settings.unpriced_rates)
+    rule = unpriced_rule(outcome.policy, gw.settings.unpriced_rates or (await snapshot(gw.prices)).dearest)
     if rule is not None:
         answer["unpriced"] = rule
     return JSONResponse(answer)

@@ -18,6 +18,7 @@ from .._batch import check_entries, writable_blocks
 from .._ingest import ingest, resolve_agents
 from .._schemas import ClientBlock, GrantUse, HeartbeatBatch, HeartbeatEntry
 from ._common import block_error, gateway, principal, read_json, validate
+from .prices import snapshot
 
 
 async def heartbeat(request: Request) -> JSONResponse:
@@ -46,7 +47,8 @@ async def heartbeat(request: Request) -> JSONResponse:
         results, statuses = [], {}
     if checked is not None:
         results = checked.answer(results)
-    body: dict[str, Any] = {"results": results, "agents": {a: s.to_wire(money_only=True) for a, s in statuses.items()}}
+    body: dict[str, Any] = {"results": results, "agents": {a: s.to_wire(money_only=True) for a, s in statuses.items()},
+                            "pricing_version": (await snapshot(gw.prices)).version}  # clients refetch /v1/prices on change
     if uses:
         body["grants"] = result.grants
     for r in results:
