@@ -37,7 +37,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from gateway_process import GatewayProcess  # noqa: E402
+from support.gateway_process import GatewayProcess  # noqa: E402
 
 NOW = "2026-11-29T12:00:00Z"  # a Sunday: the week started Nov 23, the month Nov 1
 #: (gateway clock, share of the fleet reporting then): month-only, week, and today's spend

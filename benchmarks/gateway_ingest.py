@@ -32,7 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from gateway_process import GatewayProcess  # noqa: E402
+from support.gateway_process import GatewayProcess  # noqa: E402
 
 AGENTS = [f"agent://bench/production/agent-{i}" for i in range(20)]
 

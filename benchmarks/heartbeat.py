@@ -28,14 +28,14 @@ import tracemalloc
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "transport")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import axme_meter  # noqa: E402
 from axme_meter import _runtime  # noqa: E402
 from axme_meter._meter import CallRecord, meter  # noqa: E402
 from axme_meter._pricing import Usage  # noqa: E402
 from axme_meter._protocol import AgentState, BlockError, PolicyState  # noqa: E402
-from gateway_stub import StubGateway  # noqa: E402
+from support.gateway_stub import StubGateway  # noqa: E402
 
 AGENT = "agent://acme/prod/bench"
 MODELS = ("gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18", "o3-2025-04-16")

@@ -202,7 +202,7 @@ def _call_cost(sim: Any) -> Decimal:
 
 
 def _backends(args: argparse.Namespace, work: Path) -> list[tuple[str, list[Any]]]:
-    from gateway_process import GatewayProcess
+    from support.gateway_process import GatewayProcess
 
     out: list[tuple[str, list[Any]]] = [("sqlite", [GatewayProcess(work / "sqlite")])]
     if args.postgres:

@@ -1,1 +1,1 @@
-"""Shared test setup. Its directory is on sys.path, so helper modules in tests/ import by name."""
+"""Shared test setup. Its directory is on sys.path, so the shared helpers import as `support.<module>` (tests/support/)."""

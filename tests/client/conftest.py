@@ -6,7 +6,7 @@ import pytest
 
 import axme_meter
 from axme_meter._client import _call
-from openai_mock import FakeOpenAI
+from support.openai_mock import FakeOpenAI
 
 
 @pytest.fixture(autouse=True)

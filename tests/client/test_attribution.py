@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import axme_meter
-from openai_mock import FakeOpenAI, client
+from support.openai_mock import FakeOpenAI, client
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 RESEARCH = "agent://myorg/production/research-agent"

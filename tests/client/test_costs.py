@@ -16,7 +16,7 @@ import pytest
 import axme_meter
 from axme_meter._client._call import EstimatedPriceWarning
 from axme_meter._meter import meter
-from openai_mock import FakeOpenAI, chat_body, client, response_body
+from support.openai_mock import FakeOpenAI, chat_body, client, response_body
 
 MESSAGES = [{"role": "user", "content": "What is the answer?"}]
 

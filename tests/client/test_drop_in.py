@@ -6,7 +6,7 @@ import openai
 import pytest
 
 import axme_meter
-from openai_mock import FakeOpenAI, client, http
+from support.openai_mock import FakeOpenAI, client, http
 
 MESSAGES = [{"role": "user", "content": "What is the answer?"}]
 

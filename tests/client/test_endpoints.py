@@ -16,7 +16,7 @@ from decimal import Decimal
 import pytest
 
 import axme_meter
-from openai_mock import FakeOpenAI, chat_body, client, http, response_body
+from support.openai_mock import FakeOpenAI, chat_body, client, http, response_body
 
 MESSAGES = [{"role": "user", "content": "What is the answer?"}]
 

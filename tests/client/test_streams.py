@@ -10,7 +10,7 @@ import openai
 import pytest
 
 import axme_meter
-from openai_mock import FakeOpenAI, client
+from support.openai_mock import FakeOpenAI, client
 
 MESSAGES = [{"role": "user", "content": "What is the answer to everything?"}]
 FULL_CALL = Decimal("0.0075")  # gpt-4o: 1000 in x 2.50 + 500 out x 10.00 per 1M

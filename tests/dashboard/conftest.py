@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from dashboard_helpers import NOW, seed
-from gateway_process import GatewayProcess, running_gateway
+from support.dashboard_helpers import NOW, seed
+from support.gateway_process import GatewayProcess, running_gateway
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from dashboard_helpers import EXPECTED, MAIN, NOW, OTHER, XSS, XSS_MODEL, api_agent, api_costs, browser_login, heartbeat, seed
-from gateway_process import GatewayProcess, running_gateway
+from support.dashboard_helpers import EXPECTED, MAIN, NOW, OTHER, XSS, XSS_MODEL, api_agent, api_costs, browser_login, heartbeat, seed
+from support.gateway_process import GatewayProcess, running_gateway
 
 pytestmark = pytest.mark.browser
 DOCS_PNG = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"

@@ -27,7 +27,7 @@ from axme_meter._money import from_usd
 from axme_meter.gateway import Settings, create_app, _fleet, _results, _store
 from axme_meter.gateway._db import make_engine
 from axme_meter.gateway.dashboard import dashboard_routes
-from dashboard_helpers import agent_path, csrf_of, entry
+from support.dashboard_helpers import agent_path, csrf_of, entry
 
 AGENT = "agent://acme/prod/careful"
 OTHER = "agent://acme/prod/relaxed"

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from dashboard_helpers import NOW, agent_path, api_agent, browser_login, entry
-from gateway_process import GatewayProcess, running_gateway
+from support.dashboard_helpers import NOW, agent_path, api_agent, browser_login, entry
+from support.gateway_process import GatewayProcess, running_gateway
 
 pytestmark = pytest.mark.browser
 

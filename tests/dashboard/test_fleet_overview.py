@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from dashboard_helpers import NOW, agent_path, http_login
-from gateway_process import GatewayProcess, running_gateway
+from support.dashboard_helpers import NOW, agent_path, http_login
+from support.gateway_process import GatewayProcess, running_gateway
 
 FLEET = 5000
 PAGE = 50

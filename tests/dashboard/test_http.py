@@ -9,8 +9,8 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from dashboard_helpers import EXPECTED, MAIN, XSS, XSS_MODEL, api_agent, api_costs, csrf_of, http_login
-from gateway_process import GatewayProcess
+from support.dashboard_helpers import EXPECTED, MAIN, XSS, XSS_MODEL, api_agent, api_costs, csrf_of, http_login
+from support.gateway_process import GatewayProcess
 
 
 def _aid(gw: GatewayProcess, agent: str) -> str:

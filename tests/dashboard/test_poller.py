@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from dashboard_helpers import browser_login
-from gateway_process import GatewayProcess
+from support.dashboard_helpers import browser_login
+from support.gateway_process import GatewayProcess
 
 pytestmark = pytest.mark.browser
 LIVE = "/dashboard/live/overview"

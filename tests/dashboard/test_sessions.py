@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from dashboard_helpers import csrf_of, http_login
-from gateway_process import GatewayProcess
+from support.dashboard_helpers import csrf_of, http_login
+from support.gateway_process import GatewayProcess
 
 
 def _replay(gw: GatewayProcess, cookie: str) -> int:

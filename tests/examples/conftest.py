@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("uvicorn", reason="the examples run against the simulator, which needs the 'gateway' extra")
 
 from axme_meter.demo._simulator import Simulator, SimulatorConfig  # noqa: E402
-from examples_support import ROOT  # noqa: E402
+from support.examples_support import ROOT  # noqa: E402
 
 
 @pytest.fixture(scope="module")

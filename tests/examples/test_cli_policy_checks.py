@@ -16,7 +16,7 @@ import pytest
 
 from axme_meter.cli import build_parser, main
 from axme_meter.cli._policy import build_policy
-from gateway_process import GatewayProcess, running_gateway
+from support.gateway_process import GatewayProcess, running_gateway
 
 AGENT = "agent://acme/production/checked-agent"
 #: (extra flags, the flag the message must name, words it must contain)

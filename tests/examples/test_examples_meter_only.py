@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from examples_support import EXAMPLES, run_example
+from support.examples_support import EXAMPLES, run_example
 
 from axme_meter.demo._simulator import Simulator
 

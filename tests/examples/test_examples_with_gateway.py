@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from examples_support import run_example
+from support.examples_support import run_example
 
 from axme_meter.cli._policy import GatewayAPI
 from axme_meter.demo._gateway import EmbeddedGateway

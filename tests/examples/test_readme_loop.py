@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from axme_meter.demo._simulator import Simulator
-from examples_support import ROOT
-from gateway_process import free_port
+from support.examples_support import ROOT
+from support.gateway_process import free_port
 
 AGENT_CODE = """
 import axme_meter

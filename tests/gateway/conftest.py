@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("uvicorn", reason="the gateway tests need the 'gateway' extra (pip install 'axme_meter[gateway]')")
 pytest.importorskip("sqlalchemy", reason="the gateway tests need the 'gateway' extra")
 
-from gateway_process import GatewayProcess  # noqa: E402
+from support.gateway_process import GatewayProcess  # noqa: E402
 
 POSTGRES_URL = os.environ.get("AXME_TEST_POSTGRES_URL")
 

@@ -14,7 +14,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent.parent), str(HERE.parent)]
 
 import axme_meter  # noqa: E402
-from openai_mock import FakeOpenAI, client  # noqa: E402
+from support.openai_mock import FakeOpenAI, client  # noqa: E402
 
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from gateway_helpers import asend, entry, path, policy_path
-from inprocess import InProcessGateway, inprocess_gateway
+from support.gateway_helpers import asend, entry, path, policy_path
+from support.inprocess import InProcessGateway, inprocess_gateway
 
 NOW = "2026-11-28T12:00:00Z"
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from gateway_helpers import entry, policy_path, send
-from gateway_process import ROOT, GatewayProcess, free_port
-from receivers import HangingReceiver, HTTPReceiver, TLSReceiver
-from test_alerts import eventually
+from support.gateway_helpers import entry, policy_path, send
+from support.gateway_process import ROOT, GatewayProcess, free_port
+from support.receivers import HangingReceiver, HTTPReceiver, TLSReceiver
+from support.polling import wait_for
 
 ACME = "agent://acme/production/stuck-hook"
 GLOBEX = "agent://globex/production/healthy-hook"
@@ -42,12 +42,12 @@ def test_a_hanging_target_delays_no_other_target_or_org(tmp_path: Path, db_url: 
         assert http.put(policy_path(ACME), json=_policy(webhook=dead.url("/dead"), slack_webhook=live.url("/acme-slack"))).status_code == 200
         assert http.put(policy_path(GLOBEX), json=_policy(webhook=live.url("/globex"))).status_code == 200
         assert send(http, entry(ACME, "2")).status_code == 200
-        eventually(dead.arrived.is_set, "the dead target to receive its request and hold it")
+        wait_for(dead.arrived.is_set, "the dead target to receive its request and hold it")
         started = time.monotonic()
         assert send(http, entry(GLOBEX, "2")).status_code == 200
-        eventually(lambda: live.posts("/globex") and live.posts("/acme-slack"), "the live targets' alerts")
+        wait_for(lambda: live.posts("/globex") and live.posts("/acme-slack"), "the live targets' alerts")
         delay = time.monotonic() - started
-        sent = eventually(lambda: len(_events(http, "alert.sent")) == 2 and _events(http, "alert.sent"), "two alert.sent")
+        sent = wait_for(lambda: len(_events(http, "alert.sent")) == 2 and _events(http, "alert.sent"), "two alert.sent")
         assert not dead.released.is_set() and dead.count == 1
         assert _events(http, "alert.failed") == []  # the dead target's attempt is still open
         assert sorted(e["data"]["channel"] for e in sent) == ["slack", "webhook"]
@@ -69,7 +69,7 @@ def test_internal_addresses_are_refused_without_connecting(tmp_path: Path) -> No
             for agent, policy in targets.items():
                 assert http.put(policy_path(agent), json=policy).status_code == 200
                 assert send(http, entry(agent, "2")).status_code == 200
-            failed = eventually(lambda: len(_events(http, "alert.failed")) == 9 and _events(http, "alert.failed"), "9 refusals")
+            failed = wait_for(lambda: len(_events(http, "alert.failed")) == 9 and _events(http, "alert.failed"), "9 refusals")
             assert hooks.requests == []  # nothing reached the loopback receiver
             for event in failed:
                 assert event["data"]["attempts"] == 1 and event["data"]["error"].startswith("refused: "), event
@@ -83,8 +83,8 @@ def test_internal_addresses_are_refused_without_connecting(tmp_path: Path) -> No
             agent = "agent://acme/prod/on-prem"
             http.put(policy_path(agent), json=_policy(webhook=hooks.url("/fail"), slack_webhook=f"http://localhost:{port}/ok"))
             send(http, entry(agent, "2"))
-            sent = eventually(lambda: _events(http, "alert.sent"), "the allowed slack alert")
-            failed = eventually(lambda: _events(http, "alert.failed"), "the allowed but failing webhook")
+            sent = wait_for(lambda: _events(http, "alert.sent"), "the allowed slack alert")
+            failed = wait_for(lambda: _events(http, "alert.failed"), "the allowed but failing webhook")
             assert sent[0]["data"]["channel"] == "slack" and hooks.posts("/ok")
             assert failed[0]["data"]["error"] == "DeliveryError: HTTP 500" and failed[0]["data"]["attempts"] == 2
             assert len(hooks.posts("/fail")) == 2
@@ -108,8 +108,8 @@ def test_https_webhooks_go_to_the_checked_address_with_the_certificate_verified_
             http.put(policy_path(by_name), json=_policy(webhook=f"https://localhost:{tls.port}/hook"))
             http.put(policy_path(by_ip), json=_policy(webhook=f"https://127.0.0.1:{tls.port}/hook"))
             send(http, entry(by_name, "2"), entry(by_ip, "2"))
-            sent = eventually(lambda: _events(http, "alert.sent", by_name), "the https alert")
-            failed = eventually(lambda: _events(http, "alert.failed", by_ip), "the refusal")
+            sent = wait_for(lambda: _events(http, "alert.sent", by_name), "the https alert")
+            failed = wait_for(lambda: _events(http, "alert.failed", by_ip), "the refusal")
     assert sent[0]["data"]["target"] == f"https://localhost:{tls.port}/…hook"
     assert tls.seen == [(f"localhost:{tls.port}", "localhost")]  # pinned to the address, named for the certificate
     assert failed[0]["data"]["error"].startswith("refused: 127.0.0.1 is not a public address")  # the name opens no IP

@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway_helpers import entry, policy_path, send
-from gateway_process import GatewayProcess
-from receivers import HTTPReceiver, SMTPReceiver
+from support.gateway_helpers import entry, policy_path, send
+from support.gateway_process import GatewayProcess
+from support.polling import wait_for
+from support.receivers import HTTPReceiver, SMTPReceiver
 
 AGENT = "agent://acme/production/alerting"
 #: the receivers listen on loopback, which webhooks may not reach unless allowed
 LOOPBACK_HOOKS = {"AXME_GATEWAY_WEBHOOK_ALLOW": "127.0.0.1"}
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    """Poll until ``check()`` is truthy (delivery is asynchronous); no timing is asserted."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -53,7 +42,7 @@ def test_thresholds_fire_once_on_every_channel(tmp_path: Path, db_url: str, rece
         send(http, entry(AGENT, "0.1"))  # still 56%: nothing new
         send(http, entry(AGENT, "5"))  # 106%: 0.8 and 1 together
         send(http, entry(AGENT, "1"))  # nothing new
-        eventually(lambda: len(_events(http, "alert.sent")) >= 9, "9 deliveries (3 thresholds x 3 channels)")
+        wait_for(lambda: len(_events(http, "alert.sent")) >= 9, "9 deliveries (3 thresholds x 3 channels)")
         hook = sorted(hooks.posts("/hook"), key=lambda b: b["threshold"])
         assert [b["threshold"] for b in hook] == ["0.5", "0.8", "1"]
         assert hook[0]["agent"] == AGENT and hook[0]["policy"] == "max_cost_per_day_usd" and hook[0]["limit"] == "10.00"
@@ -64,7 +53,7 @@ def test_thresholds_fire_once_on_every_channel(tmp_path: Path, db_url: str, rece
         assert len(_events(http, "alert.triggered")) == 3
         gw.set_clock("2026-11-29T00:30:00Z")  # next day: the thresholds may fire again, once
         send(http, entry(AGENT, "6"))
-        eventually(lambda: len(hooks.posts("/hook")) == 4, "next window's alert")
+        wait_for(lambda: len(hooks.posts("/hook")) == 4, "next window's alert")
         time.sleep(0.5)
         assert len(hooks.posts("/hook")) == 4 and len(smtp.messages) == 4
 
@@ -78,7 +67,7 @@ def test_failing_channel_is_retried_recorded_and_never_blocks(tmp_path: Path, re
         http.put(policy_path(AGENT), json={"max_cost_per_day_usd": "1", "alert_thresholds": [1.0],
                                            "notify": {"email": ["x@example.com"], "webhook": hooks.url("/broken")}})
         assert send(http, entry(AGENT, "2")).status_code == 429  # ingest answered; delivery is in the background
-        failed = eventually(lambda: len(_events(http, "alert.failed")) == 2 and _events(http, "alert.failed"), "two failures")
+        failed = wait_for(lambda: len(_events(http, "alert.failed")) == 2 and _events(http, "alert.failed"), "two failures")
         assert sorted(e["data"]["channel"] for e in failed) == ["email", "webhook"]
         assert all(e["data"]["attempts"] == 3 and e["data"]["error"] for e in failed)
         assert len(hooks.posts("/broken")) == 3

@@ -9,8 +9,8 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from gateway_helpers import entry, path, policy_path, send
-from gateway_process import GatewayProcess
+from support.gateway_helpers import entry, path, policy_path, send
+from support.gateway_process import GatewayProcess
 
 ACME = "agent://acme/production/secret-agent"
 GLOBEX = "agent://globex/production/their-agent"

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from gateway_helpers import path, policy_path, spent
-from gateway_process import GatewayProcess
+from support.gateway_helpers import path, policy_path, spent
+from support.gateway_process import GatewayProcess
 
 axme = pytest.importorskip("axme", reason="needs AXME's SDK: pip install axme==0.2.0")
 

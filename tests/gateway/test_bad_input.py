@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway_helpers import entry, path
-from gateway_process import GatewayProcess
+from support.gateway_helpers import entry, path
+from support.gateway_process import GatewayProcess
 
 A = "agent://acme/production/bad-input"
 

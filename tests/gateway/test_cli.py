@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from gateway_helpers import entry, send
-from gateway_process import ROOT, GatewayProcess, free_port
+from support.gateway_helpers import entry, send
+from support.gateway_process import ROOT, GatewayProcess, free_port
 
 
 def _env() -> dict[str, str]:

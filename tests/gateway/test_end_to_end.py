@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway_helpers import path, policy_path
-from gateway_process import GatewayProcess
+from support.gateway_helpers import path, policy_path
+from support.gateway_process import GatewayProcess
 
 HERE = Path(__file__).resolve().parent
 AGENT = "agent://acme/production/e2e-agent"

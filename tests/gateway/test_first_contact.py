@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway_helpers import entry, path
-from gateway_process import GatewayProcess
+from support.gateway_helpers import entry, path
+from support.gateway_process import GatewayProcess
 
 pytestmark = pytest.mark.postgres
 ROUNDS = 30

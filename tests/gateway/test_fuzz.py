@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway_helpers import entry
-from gateway_process import GatewayProcess
+from support.gateway_helpers import entry
+from support.gateway_process import GatewayProcess
 
 schemathesis = pytest.importorskip("schemathesis", reason="the fuzz test needs schemathesis (pip install schemathesis)")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from inprocess import inprocess_gateway
+from support.inprocess import inprocess_gateway
 
 AGENT = "agent://acme/prod/twice"
 NOW = "2026-11-28T12:00:00Z"

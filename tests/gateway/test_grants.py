@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway_helpers import entry, policy_path, send
-from gateway_process import GatewayProcess
+from support.gateway_helpers import entry, policy_path, send
+from support.gateway_process import GatewayProcess
 
 
 def ask(http: httpx.Client, agent: str, instance: str, call_cost: str | None = "0.01", **extra: Any) -> httpx.Response:

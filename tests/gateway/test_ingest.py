@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from gateway_helpers import entry, path, send, spent
-from gateway_process import GatewayProcess
+from support.gateway_helpers import entry, path, send, spent
+from support.gateway_process import GatewayProcess
 
 
 def test_single_entry_is_recorded_and_answered_with_state(gateway: GatewayProcess, agent: str) -> None:

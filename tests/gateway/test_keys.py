@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway_process import ROOT, GatewayProcess
+from support.gateway_process import ROOT, GatewayProcess
 
 #: what the gateway promises: a revoked key is refused by every replica within this many seconds
 REVOCATION_BOUND = 1.0

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from gateway_helpers import entry, path, send, spent
-from gateway_process import GatewayProcess
+from support.gateway_helpers import entry, path, send, spent
+from support.gateway_process import GatewayProcess
 
 
 def _results(resp: httpx.Response) -> list[tuple[str, str | None]]:

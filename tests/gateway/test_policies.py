@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from gateway_helpers import asend as send
-from gateway_helpers import aspent as spent
-from gateway_helpers import entry, path, policy_path
-from inprocess import InProcessGateway, inprocess_gateway
+from support.gateway_helpers import asend as send
+from support.gateway_helpers import aspent as spent
+from support.gateway_helpers import entry, path, policy_path
+from support.inprocess import InProcessGateway, inprocess_gateway
 
 
 @pytest.fixture

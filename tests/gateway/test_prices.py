@@ -18,8 +18,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from gateway_helpers import path, policy_path, send, spent
-from gateway_process import ROOT, GatewayProcess
+from support.gateway_helpers import path, policy_path, send, spent
+from support.gateway_process import ROOT, GatewayProcess
 
 #: A model no bundled table knows: $3 / 1M input, $0.30 cached, $12 output (whole pico-dollars per token).
 NEW_MODEL = "gpt-7-test"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from gateway_helpers import entry, path, policy_path, send
-from gateway_process import GatewayProcess
+from support.gateway_helpers import entry, path, policy_path, send
+from support.gateway_process import GatewayProcess
 
 AGENT_FIELDS = {"address_id", "address", "display_name", "health_status", "last_heartbeat_at", "created_at",
                 "intents_period", "cost_period", "metadata", "state", "cost_today", "intents_today", "policies"}

@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway_helpers import entry, path, policy_path, send
-from gateway_process import GatewayProcess
-from receivers import HTTPReceiver
-from test_alerts import eventually
+from support.gateway_helpers import entry, path, policy_path, send
+from support.gateway_process import GatewayProcess
+from support.receivers import HTTPReceiver
+from support.polling import wait_for
 
 AGENT = "agent://acme/production/secretive"
 SLACK_SECRET = "slacksecret0123456789"
@@ -44,7 +44,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                                                          "notify": {"email": ["ops@example.com"], **urls}})
                 assert put.status_code == 200 and put.json()["notify"]["webhook"] == urls["webhook"]
                 assert send(http, entry(AGENT, "0.60")).status_code == 200
-                eventually(lambda: len(_events(http, "alert.sent", "alert.failed")) == 3, "slack sent; webhook and email (no SMTP) failed")
+                wait_for(lambda: len(_events(http, "alert.sent", "alert.failed")) == 3, "slack sent; webhook and email (no SMTP) failed")
             _insert_legacy_event(gw, urls)
             yield {"gw": gw, "keys": keys, "urls": urls}
 

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from gateway_helpers import entry, path, policy_path, send
-from gateway_process import GatewayProcess
-from receivers import HTTPReceiver
+from support.gateway_helpers import entry, path, policy_path, send
+from support.gateway_process import GatewayProcess
+from support.receivers import HTTPReceiver
 
 AGENTS = [f"agent://acme/production/worker-{i}" for i in range(4)]
 #: the webhook receiver listens on loopback, which webhooks may not reach unless allowed

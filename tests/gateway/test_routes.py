@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway_helpers import entry, path, policy_path
-from inprocess import InProcessGateway, inprocess_gateway
+from support.gateway_helpers import entry, path, policy_path
+from support.inprocess import InProcessGateway, inprocess_gateway
 
 A = "agent://acme/production/routes"
 B = "agent://acme/production/other"

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from axme_meter.gateway._windows import bounds, iso, parse_instant
-from gateway_helpers import asend, entry, path, policy_path, send
-from gateway_process import GatewayProcess
-from inprocess import InProcessGateway, inprocess_gateway
+from support.gateway_helpers import asend, entry, path, policy_path, send
+from support.gateway_process import GatewayProcess
+from support.inprocess import InProcessGateway, inprocess_gateway
 
 AGENT = "agent://acme/production/clocked"
 

@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent.parent), str(HERE.parent), str(HERE)]
 
 import axme_meter  # noqa: E402
-from transport_helpers import CountingOpenAI, chat, new_client  # noqa: E402
+from support.transport_helpers import CountingOpenAI, chat, new_client  # noqa: E402
 
 
 def main() -> None:

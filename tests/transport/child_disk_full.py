@@ -17,7 +17,8 @@ sys.path[:0] = [str(HERE.parent.parent), str(HERE.parent), str(HERE)]
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
 
 import axme_meter  # noqa: E402
-from transport_helpers import AGENT, CountingOpenAI, chat, new_client, wait_for  # noqa: E402
+from support.transport_helpers import AGENT, CountingOpenAI, chat, new_client  # noqa: E402
+from support.polling import wait_for  # noqa: E402
 
 
 def main() -> None:

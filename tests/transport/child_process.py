@@ -63,7 +63,7 @@ def main() -> None:
         print(json.dumps({"cost": str(axme_meter.spend().cost_usd), "calls": axme_meter.spend().calls,
                           "httpx_imported": "httpx" in sys.modules}), flush=True)
         return
-    from transport_helpers import CountingOpenAI, chat, new_client
+    from support.transport_helpers import CountingOpenAI, chat, new_client
 
     client = new_client(CountingOpenAI())
     with axme_meter.agent(AGENT):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
@@ -10,13 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import axme_meter  # noqa: E402
-from axme_meter import _config, _runtime  # noqa: E402
-from axme_meter._transport import _spool  # noqa: E402
-from gateway_stub import StubGateway  # noqa: E402
-from transport_helpers import API_KEY, CountingOpenAI  # noqa: E402
+import axme_meter
+from axme_meter import _config, _runtime
+from axme_meter._transport import _spool
+from support.gateway_stub import StubGateway
+from support.transport_helpers import API_KEY, CountingOpenAI
 
 _DEFAULTS = {f.name: getattr(_config.settings, f.name) for f in fields(_config.Settings)}
 

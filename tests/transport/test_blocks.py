@@ -11,8 +11,10 @@ import pytest
 import axme_meter
 from axme_meter import _budget, _runtime
 from axme_meter._protocol import BlockError, parse_agents
-from gateway_stub import StubGateway
-from transport_helpers import AGENT, CountingOpenAI, chat, wait_for
+from support.gateway_stub import StubGateway
+from support.transport_helpers import AGENT, CountingOpenAI, chat
+
+from support.polling import wait_for
 
 CALL = Decimal("0.0075")  # one mocked call: 1000 in + 500 out tokens of gpt-4o-2024-08-06
 

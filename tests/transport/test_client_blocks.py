@@ -14,9 +14,10 @@ import pytest
 pytest.importorskip("uvicorn", reason="the real gateway needs the 'gateway' extra (pip install 'axme_meter[gateway]')")
 
 import axme_meter  # noqa: E402
-from gateway_process import GatewayProcess, running_gateway  # noqa: E402
-from lossy_proxy import LossyProxy  # noqa: E402
-from transport_helpers import AGENT, chat, wait_for  # noqa: E402
+from support.gateway_process import GatewayProcess, running_gateway  # noqa: E402
+from support.lossy_proxy import LossyProxy  # noqa: E402
+from support.transport_helpers import AGENT, chat  # noqa: E402
+from support.polling import wait_for  # noqa: E402
 
 PATH = f"/v1/mesh/agents/{quote(AGENT, safe='')}"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import axme_meter
-from gateway_process import ROOT
+from support.gateway_process import ROOT
 
 SCRIPT = """
 import json, axme_meter
@@ -57,7 +57,7 @@ def test_a_bad_environment_variable_is_one_config_error_at_first_use(variable: s
 def test_configure_replaces_a_bad_environment_value_and_calls_never_raise_it() -> None:
     code = """
 import json, httpx, axme_meter
-from openai_mock import chat_body
+from support.openai_mock import chat_body
 axme_meter.configure(heartbeat_interval=5)
 client = axme_meter.OpenAI(api_key="sk-test", base_url="http://openai.test/v1", max_retries=0,
     http_client=httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200, json=chat_body()))))

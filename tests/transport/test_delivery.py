@@ -14,8 +14,10 @@ import axme_meter
 from axme_meter import _runtime
 from axme_meter._meter import CallRecord, meter
 from axme_meter._pricing import Usage
-from gateway_stub import StubGateway
-from transport_helpers import AGENT, API_KEY, MODEL, chat, wait_for
+from support.gateway_stub import StubGateway
+from support.transport_helpers import AGENT, API_KEY, MODEL, chat
+
+from support.polling import wait_for
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 

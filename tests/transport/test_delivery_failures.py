@@ -28,10 +28,11 @@ pytest.importorskip("uvicorn", reason="the real gateway needs the 'gateway' extr
 import axme_meter  # noqa: E402
 from axme_meter import _runtime  # noqa: E402
 from axme_meter._transport._spool import namespace  # noqa: E402
-from gateway_process import ROOT, GatewayProcess, running_gateway  # noqa: E402
-from lossy_proxy import LossyProxy  # noqa: E402
-from openai_mock import chat_body  # noqa: E402
-from transport_helpers import AGENT, MODEL, CountingOpenAI, chat, dead_process_spool, wait_for, wire_entry  # noqa: E402
+from support.gateway_process import ROOT, GatewayProcess, running_gateway  # noqa: E402
+from support.lossy_proxy import LossyProxy  # noqa: E402
+from support.openai_mock import chat_body  # noqa: E402
+from support.transport_helpers import AGENT, MODEL, CountingOpenAI, chat, dead_process_spool, wire_entry  # noqa: E402
+from support.polling import wait_for  # noqa: E402
 
 CHILD = str(Path(__file__).with_name("child_process.py"))
 CALL = Decimal("0.0075")
@@ -127,7 +128,7 @@ def test_a_refused_entry_left_in_the_spool_does_not_switch_enforcement_off(gw: G
 def test_an_older_gateway_refusing_the_whole_batch_is_split_around_the_bad_entry(tmp_path: Path, client) -> None:
     """Against a gateway that answers 403 to a whole batch for one foreign entry, the client splits the
     batch: the good entries are delivered and the foreign one is quarantined."""
-    from gateway_stub import StubGateway
+    from support.gateway_stub import StubGateway
 
     stub = StubGateway()
     try:

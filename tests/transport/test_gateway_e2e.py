@@ -14,8 +14,9 @@ pytest.importorskip("sqlalchemy", reason="the real gateway needs the 'gateway' e
 
 import axme_meter  # noqa: E402
 from axme_meter import _runtime  # noqa: E402
-from gateway_process import GatewayProcess, running_gateway  # noqa: E402
-from transport_helpers import AGENT, CountingOpenAI, chat, wait_for  # noqa: E402
+from support.gateway_process import GatewayProcess, running_gateway  # noqa: E402
+from support.transport_helpers import AGENT, CountingOpenAI, chat  # noqa: E402
+from support.polling import wait_for  # noqa: E402
 
 CALL = Decimal("0.0075")
 AGENT_PATH = f"/v1/mesh/agents/{quote(AGENT, safe='')}"
@@ -117,7 +118,7 @@ def test_kill_blocks_and_resume_unblocks(connected: GatewayProcess, client, open
 
 
 def test_gateway_crash_and_restart_loses_and_duplicates_nothing(connected: GatewayProcess, client, monkeypatch) -> None:
-    import gateway_process
+    import support.gateway_process as gateway_process
 
     with axme_meter.agent(AGENT):
         chat(client)

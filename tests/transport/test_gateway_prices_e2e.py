@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import pytest
 
 pytest.importorskip("uvicorn", reason="needs the gateway extra")
@@ -20,10 +19,11 @@ pytest.importorskip("uvicorn", reason="needs the gateway extra")
 import axme_meter  # noqa: E402
 from axme_meter import _config  # noqa: E402
 from axme_meter._pricing import table  # noqa: E402
-from gateway_process import GatewayProcess  # noqa: E402
-from gateway_stub import StubGateway  # noqa: E402
-from openai_mock import FakeOpenAI, chat_body, client as fake_client  # noqa: E402
-from transport_helpers import API_KEY, wait_for  # noqa: E402
+from support.gateway_process import GatewayProcess  # noqa: E402
+from support.gateway_stub import StubGateway  # noqa: E402
+from support.openai_mock import FakeOpenAI, chat_body, client as fake_client  # noqa: E402
+from support.transport_helpers import API_KEY  # noqa: E402
+from support.polling import wait_for  # noqa: E402
 
 AGENT = "agent://acme/prod/pricing"
 #: A model this package's bundled table does not know (the client's table is "older" than the gateway's).

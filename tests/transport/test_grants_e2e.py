@@ -25,10 +25,11 @@ import pytest
 pytest.importorskip("uvicorn", reason="needs the gateway extra")
 
 import axme_meter  # noqa: E402
-from gateway_process import GatewayProcess  # noqa: E402
-from gateway_stub import StubGateway  # noqa: E402
-from openai_mock import FakeOpenAI, chat_body, client as fake_client  # noqa: E402
-from transport_helpers import API_KEY, CountingOpenAI, chat, wait_for  # noqa: E402
+from support.gateway_process import GatewayProcess  # noqa: E402
+from support.gateway_stub import StubGateway  # noqa: E402
+from support.openai_mock import FakeOpenAI, chat_body, client as fake_client  # noqa: E402
+from support.transport_helpers import API_KEY, CountingOpenAI, chat  # noqa: E402
+from support.polling import wait_for  # noqa: E402
 
 WORKER = str(Path(__file__).with_name("budget_worker.py"))
 AGENT = "agent://acme/prod/looper"

@@ -19,8 +19,8 @@ import pytest
 import axme_meter
 from axme_meter import _config, _runtime
 from axme_meter._transport._gateway_http import InsecureGatewayURL
-from gateway_stub import StubGateway
-from transport_helpers import AGENT, API_KEY, MODEL, CountingOpenAI, chat
+from support.gateway_stub import StubGateway
+from support.transport_helpers import AGENT, API_KEY, MODEL, CountingOpenAI, chat
 
 CHILD = str(Path(__file__).with_name("child_process.py"))
 CALL = Decimal("0.0075")
@@ -221,7 +221,7 @@ def test_plain_http_from_the_environment_runs_meter_only(tmp_path: Path) -> None
 
 
 def _mp_worker() -> None:
-    from transport_helpers import new_client
+    from support.transport_helpers import new_client
 
     with axme_meter.agent("agent://acme/prod/mp-child"):
         chat(new_client(CountingOpenAI()))

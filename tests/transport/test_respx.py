@@ -10,7 +10,7 @@ import pytest
 import respx
 
 import axme_meter
-from transport_helpers import AGENT, API_KEY, CountingOpenAI, chat
+from support.transport_helpers import AGENT, API_KEY, CountingOpenAI, chat
 
 GATEWAY = "https://gateway.example.com"
 

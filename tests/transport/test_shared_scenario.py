@@ -2,7 +2,7 @@
 
 An outage, a replay after a lost answer, an entry the gateway refuses (an agent the
 key may not write), and an idempotency conflict (an id recorded with other amounts).
-Failures are injected by a proxy in front of either gateway (``lossy_proxy.py``), so
+Failures are injected by a proxy in front of either gateway (``tests/support/lossy_proxy.py``), so
 both see exactly the same requests.
 """
 
@@ -20,9 +20,9 @@ import pytest
 
 import axme_meter
 from axme_meter import _runtime
-from gateway_stub import StubGateway
-from lossy_proxy import LossyProxy
-from transport_helpers import AGENT, chat, dead_process_spool, wire_entry
+from support.gateway_stub import StubGateway
+from support.lossy_proxy import LossyProxy
+from support.transport_helpers import AGENT, chat, dead_process_spool, wire_entry
 
 CALL = Decimal("0.0075")
 FOREIGN = "agent://globex/prod/theirs"
@@ -55,7 +55,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
             stub.close()
         return
     pytest.importorskip("uvicorn", reason="the real gateway needs the 'gateway' extra")
-    from gateway_process import running_gateway
+    from support.gateway_process import running_gateway
 
     with running_gateway(tmp_path / "gw") as gw:
         def cost(agent: str) -> Decimal:

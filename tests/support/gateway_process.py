@@ -1,6 +1,6 @@
 """Run a real ``axme-meter gateway`` process on loopback for tests (any suite may import this).
 
-    from gateway_process import GatewayProcess, running_gateway
+    from support.gateway_process import GatewayProcess, running_gateway
 
     with running_gateway(tmp_path) as gw:          # SQLite file in tmp_path
         httpx.get(f"{gw.url}/v1/mesh/agents", headers={"x-api-key": gw.admin_key})
@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from openai_mock import chat_body
+from support.openai_mock import chat_body
 
 MODEL = "gpt-4o-2024-08-06"
 AGENT = "agent://acme/prod/research"
@@ -34,17 +32,6 @@ class CountingOpenAI:
 def chat(client: Any) -> Any:
     return client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
 
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    """Poll until ``predicate()`` is truthy; fail with ``what`` after ``timeout`` (a hang guard, not a timing claim)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def new_client(counter: CountingOpenAI) -> Any:

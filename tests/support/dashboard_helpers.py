@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import httpx
 
-from gateway_process import GatewayProcess
+from support.gateway_process import GatewayProcess
 
 NOW = "2026-11-29T12:00:00Z"  # a Sunday: the week started Monday Nov 23, the month Nov 1
 MAIN = "agent://acme/prod/researcher"

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from gateway_process import free_port
+from support.gateway_process import free_port
 
 
 class SMTPReceiver:
