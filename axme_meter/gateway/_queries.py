@@ -144,7 +144,9 @@ def agent_costs(
     aid = row["address_id"]
     base = and_(counters.c.address_id == aid, counters.c.window == window,
                 counters.c.start >= (starts[0] if starts else 0), counters.c.start <= (starts[-1] if starts else -1))
-    rows = conn.execute(select(counters).where(base)).mappings().all()
+    c = counters.c
+    rows = conn.execute(select(c.start, c.dim, c.key, *(_store.summed(c[f]).label(f) for f in _store.COUNTER_FIELDS))
+                        .where(base).group_by(c.start, c.dim, c.key)).mappings().all()  # shards summed
     totals_by_start = {r["start"]: r for r in rows if r["dim"] == "total"}
     series = []
     for s in starts:
