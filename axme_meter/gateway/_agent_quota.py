@@ -113,8 +113,9 @@ def ensure_agent(conn: Connection, address: str, now: int, field: str | None = N
 
 
 def _missing(conn: Connection, addresses: list[str]) -> list[str]:
-    known = set(_store.load_agents(conn, (_store.address_id(a) for a in addresses)))
-    return [a for a in addresses if _store.address_id(a) not in known]
+    ids = {a: _store.address_id(a) for a in addresses}
+    known = set(conn.execute(select(agents.c.address_id).where(agents.c.address_id.in_(sorted(set(ids.values()))))).scalars())
+    return [a for a in addresses if ids[a] not in known]
 
 
 def _create_within_limit(conn: Connection, org: str, addresses: list[str], limit: int, now: int) -> dict[str, Refused]:

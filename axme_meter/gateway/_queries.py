@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import and_, func, select, true
@@ -55,7 +56,14 @@ _RANGE_LIMIT = 2000
 # -- helpers shared with the write paths -----------------------------------------------------------
 
 def parse_policy(raw: str | None) -> CostPolicy | None:
-    return policy_from_storage(json.loads(raw)) if raw else None
+    """The stored policy JSON as a ``CostPolicy``, parsed once per distinct text: a heartbeat needs each of its
+    agents' policies several times (window keys, evaluation, alerts), and callers never change the result."""
+    return _parsed_policy(raw) if raw else None
+
+
+@lru_cache(maxsize=4096)
+def _parsed_policy(raw: str) -> CostPolicy:
+    return policy_from_storage(json.loads(raw))
 
 
 def visible_to(org: str) -> Any:

@@ -11,13 +11,14 @@ read here sums them. On PostgreSQL a batch of upserts is ONE statement over arra
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, Numeric, SmallInteger, String, Text, and_, cast, func, select, text, true, tuple_, update
+from sqlalchemy import BigInteger, Integer, Numeric, SmallInteger, String, Text, and_, cast, func, select, text, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement, FromClause
@@ -49,22 +50,28 @@ def _pg_array(column: Any) -> str:
     return next(kind for base, kind in _PG_ARRAYS if isinstance(column.type, base))
 
 
-def _pg_upsert(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]], conflict: Sequence[str], update_sql: str) -> None:
-    """PostgreSQL: ``rows`` (all with the same keys, sorted by ``conflict``) upserted in ONE statement.
+def _pg_upsert(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]] | tuple[Sequence[str], Sequence[Sequence[Any]]],
+               conflict: Sequence[str], update_sql: str) -> None:
+    """PostgreSQL: ``rows`` (dicts with the same keys, or ``(columns, tuples)``; sorted by ``conflict``) upserted
+    in ONE statement.
 
     The columns travel as arrays (``unnest``), so the SQL text is the same for any number of rows
     (prepared once) and the server runs one statement instead of one per row; ``WITH ORDINALITY …
     ORDER BY`` keeps the caller's order, which is the lock order that keeps concurrent writers free of
     deadlocks. ``update_sql`` is the ``DO UPDATE SET …`` part (``excluded.x`` is the proposed row). The
     rows must not repeat a conflict key (one statement may not update a row twice)."""
-    columns = list(rows[0])
+    if isinstance(rows, tuple):
+        columns, values = list(rows[0]), rows[1]
+    else:
+        columns = list(rows[0])
+        values = [tuple(r[c] for c in columns) for r in rows]
     names = ", ".join(f'"{c}"' for c in columns)
     aliases = ", ".join(f"c{i}" for i in range(len(columns)))
     arrays = ", ".join(f"CAST(:c{i} AS {_pg_array(table.c[c])})" for i, c in enumerate(columns))
     target = ", ".join(f'"{c}"' for c in conflict)
     sql = (f"INSERT INTO {table.name} ({names}) SELECT {aliases} FROM unnest({arrays}) WITH ORDINALITY AS t({aliases}, n) "
            f"ORDER BY n ON CONFLICT ({target}) DO UPDATE SET {update_sql}")
-    conn.execute(text(sql), {f"c{i}": [r[c] for r in rows] for i, c in enumerate(columns)})
+    conn.execute(text(sql), {f"c{i}": list(column) for i, column in enumerate(zip(*values))})
 
 
 def ensure_agents(conn: Connection, addresses: Iterable[str], now: int) -> None:
@@ -155,19 +162,20 @@ def note_instances(conn: Connection, seen: Iterable[tuple[str, str]], now: int) 
         _pg_upsert(conn, instances, rows, ("address_id", "instance"),
                    "last_seen = excluded.last_seen WHERE axme_instances.last_seen < excluded.last_seen")
     else:
-        stmt = _insert(conn, instances)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["address_id", "instance"],
-            set_={"last_seen": stmt.excluded.last_seen},
-            where=instances.c.last_seen < stmt.excluded.last_seen,
-        )
-        conn.execute(stmt, rows)
+        conn.execute(_sqlite_instances_upsert(), rows)
     conn.execute(
         instances.delete().where(
             instances.c.address_id.in_(sorted({r["address_id"] for r in rows})),
             instances.c.last_seen < now - INSTANCE_EXPIRY_SECONDS,
         )
     )
+
+
+@functools.cache
+def _sqlite_instances_upsert() -> Any:
+    stmt = sqlite.insert(instances)
+    return stmt.on_conflict_do_update(index_elements=["address_id", "instance"], set_={"last_seen": stmt.excluded.last_seen},
+                                      where=instances.c.last_seen < stmt.excluded.last_seen)
 
 
 def count_instances(conn: Connection, ids: Iterable[str], now: int) -> dict[str, int]:
@@ -196,17 +204,23 @@ def add_counters(conn: Connection, deltas: Mapping[CounterKey, Sequence[int]]) -
     if not deltas:
         return
     shards = _shards.choose(conn, (k[0] for k in deltas))
-    rows = [
-        {"address_id": k[0], "window": k[1], "start": k[2], "dim": k[3], "key": k[4], "shard": shards[k[0]],
-         **dict(zip(COUNTER_FIELDS, v))}
-        for k, v in sorted(deltas.items())
-    ]
+    rows = [(*k, shards[k[0]], *v) for k, v in sorted(deltas.items())]  # in _COUNTER_COLUMNS order
     if conn.dialect.name == "postgresql":
-        _pg_upsert(conn, counters, rows, _COUNTER_KEY, ", ".join(f"{f} = axme_counters.{f} + excluded.{f}" for f in COUNTER_FIELDS))
+        _pg_upsert(conn, counters, (_COUNTER_COLUMNS, rows), _COUNTER_KEY,
+                   ", ".join(f"{f} = axme_counters.{f} + excluded.{f}" for f in COUNTER_FIELDS))
         return
-    stmt = _insert(conn, counters)
-    stmt = stmt.on_conflict_do_update(index_elements=list(_COUNTER_KEY), set_={f: counters.c[f] + stmt.excluded[f] for f in COUNTER_FIELDS})
-    conn.execute(stmt, rows)  # SQLite: executemany of one prepared statement, in process
+    # SQLite: executemany of one prepared statement, in process, with the driver's own parameter handling
+    # (SQLAlchemy's per-row processing of a few hundred rows cost more CPU than SQLite running them)
+    conn.exec_driver_sql(_SQLITE_COUNTERS_UPSERT, rows)
+
+
+_COUNTER_COLUMNS = (*_COUNTER_KEY, *COUNTER_FIELDS)
+_SQLITE_COUNTERS_UPSERT = (
+    "INSERT INTO axme_counters (" + ", ".join(f'"{c}"' for c in _COUNTER_COLUMNS) + ") "
+    "VALUES (" + ", ".join("?" for _ in _COUNTER_COLUMNS) + ") "
+    "ON CONFLICT (" + ", ".join(f'"{c}"' for c in _COUNTER_KEY) + ") DO UPDATE SET "
+    + ", ".join(f"{f} = axme_counters.{f} + excluded.{f}" for f in COUNTER_FIELDS)
+)
 
 
 def summed(column: Any) -> Any:
@@ -227,9 +241,11 @@ def read_totals_many(conn: Connection, wanted: Mapping[str, Mapping[str, int]]) 
     found: dict[tuple[str, str], dict[str, int]] = {}
     if keys:
         c = counters.c
+        # plain IN lists (a superset of the wanted keys, filtered below) are cheaper to build than a tuple IN
         rows = conn.execute(
             select(c.address_id, c.window, c.start, *(summed(c[f]).label(f) for f in COUNTER_FIELDS))
-            .where(c.dim == "total", c.key == "", tuple_(c.address_id, c.window, c.start).in_(keys))
+            .where(c.dim == "total", c.key == "", c.address_id.in_(sorted({k[0] for k in keys})),
+                   c.window.in_(sorted({k[1] for k in keys})), c.start.in_(sorted({k[2] for k in keys})))
             .group_by(c.address_id, c.window, c.start)
         ).mappings()
         for r in rows:
@@ -321,13 +337,16 @@ def book_intents(conn: Connection, deltas: Mapping[tuple[str, str, str], Sequenc
         _pg_upsert(conn, intents, adds, ("org", "intent_id"),
                    ", ".join([*(f"{f} = axme_intents.{f} + excluded.{f}" for f in amounts), "last_seen_at = excluded.last_seen_at"]))
     else:
-        up = _insert(conn, intents)
-        up = up.on_conflict_do_update(
-            index_elements=["org", "intent_id"],
-            set_={**{f: intents.c[f] + up.excluded[f] for f in amounts}, "last_seen_at": up.excluded.last_seen_at},
-        )
-        conn.execute(up, adds)
+        conn.execute(_sqlite_intents_upsert(), adds)
     return created  # type: ignore[return-value]
+
+
+@functools.cache
+def _sqlite_intents_upsert() -> Any:
+    up = sqlite.insert(intents)
+    amounts = ("cost_pico", "llm_calls", "tokens_in", "tokens_out")
+    return up.on_conflict_do_update(index_elements=["org", "intent_id"],
+                                    set_={**{f: intents.c[f] + up.excluded[f] for f in amounts}, "last_seen_at": up.excluded.last_seen_at})
 
 
 def intent_costs(conn: Connection, org: str, ids: Iterable[str]) -> dict[str, int]:
