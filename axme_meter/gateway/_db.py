@@ -262,6 +262,7 @@ def migrate(engine: Engine) -> None:
             if current < 3:
                 _add_columns_v3(conn)
             # 3 → 4: adds axme_price_files (create_all above made it; no loaded files: the bundled table, as before)
+            # 4 → 5: sharded counters (existing rows become shard 0) and the (org, created_at) index of agents
             if current < 5:
                 _shard_counters_v5(conn)
             conn.execute(schema_version.update().values(version=SCHEMA_VERSION))
