@@ -175,7 +175,7 @@ def test_a_schema_4_database_upgrades_with_its_totals_and_blocks_at_the_same_amo
         gw.stop()
 
 
-def test_first_heartbeat_of_a_new_agent_goes_to_shard_zero_on_sqlite(tmp_path: Path) -> None:
+def test_sqlite_keeps_one_counter_row_per_key_in_shard_zero(tmp_path: Path) -> None:
     """SQLite has one writer: counters keep one row per key there (shard 0), so its reads stay one lookup."""
     with GatewayProcess(tmp_path) as gw, gw.client() as http:
         with ThreadPoolExecutor(4) as pool:
