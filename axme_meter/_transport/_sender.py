@@ -48,7 +48,8 @@ from .._budget import Budget
 from .._meter import meter
 from .._money import to_decimal
 from .._protocol import (
-    BLOCKS, FORBIDDEN, MAX_BATCH, RECORDED, BlockError, EntryResult, money, parse_agents, parse_error, parse_results,
+    AGENT_CREATION_RATE_LIMITED, BLOCKS, FORBIDDEN, MAX_BATCH, RECORDED, BlockError, EntryResult, money, parse_agents, parse_error,
+    parse_results,
 )
 from ._answers import ACCEPTED, SPLIT, UNAUTHORIZED, classify, describe, refusal
 from ._block_reports import BlockReports, Key
@@ -805,7 +806,8 @@ class Sender:
             error = parse_error(answer.body)
             if answer.status == 429 and error is None:
                 error = BlockError("budget_exceeded", "")
-            if error is not None and (answer.status == 429 and error.code not in ("rate_limited", "rate_limit_exceeded") or error.is_block):
+            not_a_block = ("rate_limited", "rate_limit_exceeded", AGENT_CREATION_RATE_LIMITED)
+            if error is not None and (answer.status == 429 and error.code not in not_a_block or error.is_block):
                 self._note_success()
                 block = self.budget.apply_error(error, fallback_agent=agent)
                 if block is not None:

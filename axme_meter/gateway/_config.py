@@ -55,6 +55,8 @@ class Settings:
     #: Conservative (input, output) rates in pico-dollars per 1M tokens for calls a client cannot price,
     #: unless an agent's policy sets its own; ``None``: the effective table's dearest. See :func:`unpriced_rates_from`.
     unpriced_rates: tuple[int, int] | None = None
+    #: ``AXME_GATEWAY_NEW_AGENTS_PER_MINUTE``: agents one org may create per rolling minute (0: unlimited), see ``_agent_quota``
+    new_agents_per_minute: int = 600
 
     @classmethod
     def from_env(cls, db_url: str | None = None, **overrides: object) -> Settings:
@@ -73,6 +75,9 @@ class Settings:
             values["alert_backoff"] = max(0.0, float(env["AXME_GATEWAY_ALERT_BACKOFF"]))
         if env.get("AXME_GATEWAY_ALERT_TIMEOUT"):
             values["alert_timeout"] = max(0.1, float(env["AXME_GATEWAY_ALERT_TIMEOUT"]))
+        from ._agent_quota import limit_from
+
+        values["new_agents_per_minute"] = limit_from(env.get("AXME_GATEWAY_NEW_AGENTS_PER_MINUTE"))
         values["webhook_allow"] = tuple(p.strip() for p in env.get("AXME_GATEWAY_WEBHOOK_ALLOW", "").split(",") if p.strip())
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
