@@ -109,6 +109,9 @@ def grant_tx(conn: Connection, org: str, address: str, body: GrantRequest, now: 
     policy = parse_policy(row["policy"])
     status = load_status(conn, row, now)
     outcome = GrantOutcome(status, policy=policy)
+    from ._ingest import add_loop_answer  # the loop policy's key and counts reach a process before its first call
+
+    add_loop_answer(conn, row, status, ts)
     if status.state != "active":
         return outcome
     money_policies = [p for p in status.policies if p.kind == "usd" and p.window is not None]
