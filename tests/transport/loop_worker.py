@@ -1,7 +1,9 @@
 """A client process for the loop-detection tests: sends one prompt again and again through ``axme_meter.OpenAI``.
 
 ``python loop_worker.py <prompt> <calls> [<gap seconds>]`` with the gateway in ``AXME_GATEWAY_URL`` /
-``AXME_API_KEY`` and the agent in ``AXME_AGENT``. ``<prompt>`` ``distinct`` sends a new prompt every call.
+``AXME_API_KEY`` and the agent in ``AXME_AGENT``. ``<prompt>`` ``distinct`` sends a new prompt every call;
+``variants`` sends one prompt in ways that differ only in what is not content (streamed or not, ``user``,
+``metadata``, ``temperature``); ``responses`` and ``embeddings`` send one input to those endpoints.
 Stops at the first ``BudgetExceeded``; a file named by ``LOOP_WORKER_GO`` (if set) must exist before it
 starts, so several workers start together. Prints one JSON line:
 ``{"calls", "refused", "openai_requests", "policy", "message", "errors"}``.
@@ -22,6 +24,22 @@ import axme_meter  # noqa: E402
 from support.openai_mock import FakeOpenAI, client as fake_client  # noqa: E402
 
 
+def _call(client: object, prompt: str, content: str, i: int) -> None:
+    model, messages = "gpt-4o-2024-08-06", [{"role": "user", "content": content}]
+    if prompt == "responses":
+        client.responses.create(model=model, input="the same input")  # type: ignore[attr-defined]
+    elif prompt == "embeddings":
+        client.embeddings.create(model="text-embedding-3-small", input="the same input")  # type: ignore[attr-defined]
+    elif prompt == "variants":
+        extra = [{}, {"stream": True}, {"user": f"u{i}"}, {"metadata": {"run": str(i)}, "store": True},
+                 {"temperature": 0.1 * (i % 5)}][i % 5]
+        result = client.chat.completions.create(model=model, messages=messages, **extra)  # type: ignore[attr-defined]
+        if extra.get("stream"):
+            list(result)
+    else:
+        client.chat.completions.create(model=model, messages=messages)  # type: ignore[attr-defined]
+
+
 def main() -> None:
     prompt, calls = sys.argv[1], int(sys.argv[2])
     gap = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
@@ -29,6 +47,9 @@ def main() -> None:
     while go and not Path(go).exists():
         time.sleep(0.01)
     fake = FakeOpenAI()
+    fake.json("/embeddings", {"object": "list", "model": "text-embedding-3-small",
+                              "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+                              "usage": {"prompt_tokens": 8, "total_tokens": 8}})
     client = fake_client(axme_meter.OpenAI, fake)
     report: dict[str, object] = {"calls": 0, "refused": 0, "policy": None, "message": None, "errors": []}
     try:
@@ -36,7 +57,7 @@ def main() -> None:
             for i in range(calls):
                 content = f"{prompt} {i}" if prompt == "distinct" else prompt
                 try:
-                    client.chat.completions.create(model="gpt-4o-2024-08-06", messages=[{"role": "user", "content": content}])
+                    _call(client, prompt, content, i)
                     report["calls"] += 1  # type: ignore[operator]
                 except axme_meter.BudgetExceeded:
                     raise
@@ -47,7 +68,7 @@ def main() -> None:
                     time.sleep(gap)
     except axme_meter.BudgetExceeded as exc:  # a call, or the intent's registration, was refused
         report.update(refused=1, policy=exc.policy, message=exc.message)
-    report["openai_requests"] = fake.count("/chat/completions")
+    report["openai_requests"] = len(fake.requests)
     print(json.dumps(report), flush=True)
 
 

@@ -157,6 +157,14 @@ def test_pause_pauses_the_agent(gw: GatewayProcess, tmp_path: Path) -> None:
     assert again["openai_requests"] == 0  # paused until an admin resumes it
 
 
+@pytest.mark.parametrize("kind", ["variants", "responses", "embeddings"])
+def test_the_fingerprint_is_the_content_not_the_flags(gw: GatewayProcess, tmp_path: Path, kind: str) -> None:
+    """Streamed or not, other ``user`` / ``metadata`` / sampling: one request; responses and embeddings count too."""
+    _policy(gw, max_identical_requests_per_hour=4, action_on_breach="block")
+    report = _run(gw, tmp_path, kind, 20)
+    assert report["calls"] == 4 and report["refused"] == 1 and report["openai_requests"] == 4, report
+
+
 def test_without_the_field_nothing_is_fingerprinted(gw: GatewayProcess, tmp_path: Path) -> None:
     _policy(gw, max_cost_per_day_usd="100", action_on_breach="block")
     report = _run(gw, tmp_path, "same", 20)
