@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, and_, select, text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -136,7 +136,7 @@ def _ingest_tx(conn: Connection, entries: Sequence[HeartbeatEntry], addresses: S
         statuses[address].instances = live[_store.address_id(address)]
         row = rows[_store.address_id(address)]
         alerts.extend(after_evaluation(conn, row, statuses[address], ts, seen.intents.get(row["address_id"], {})))
-        add_loop_answer(conn, row, statuses[address], ts, seen.fingerprints.get(row["address_id"], ()))
+        _loops.add_answer(conn, row, statuses[address], ts, seen.fingerprints.get(row["address_id"], ()))
     results = [
         entry_result(entry_id, status, CONFLICT if status == CONFLICT else None, reason, "id" if reason else None)
         for entry_id, (status, reason) in zip(ids, outcomes)
@@ -309,7 +309,7 @@ def _on_loop(conn: Connection, row: Mapping[Any, Any], status: AgentStatus, poli
     start = int(p.window_start.timestamp()) if p.window_start else 0
     if not _store.claim_alert(conn, aid, p.name, start, "breach", ts):
         return []
-    fingerprint, intent = _loop_culprit(conn, aid, start, p.spent, loop_intents)
+    fingerprint, intent = _loops.culprit(conn, aid, start, p.spent, loop_intents)
     data = {**_policy_data(row["address"], p), "count": p.spent, "intent": intent, "fingerprint": fingerprint,
             "action": policy.action_on_breach}
     _store.add_event(conn, org, aid, "loop.detected", data, ts)
@@ -319,27 +319,6 @@ def _on_loop(conn: Connection, row: Mapping[Any, Any], status: AgentStatus, poli
                f"(max_identical_requests_per_hour is {p.limit}): a runaway loop? action: {policy.action_on_breach}")
     return [Alert(org, aid, row["address"], p.name, "loop", str(p.limit), str(p.spent), data["resets_at"],
                   json.loads(json.dumps(policy.notify.model_dump())), message=message)]
-
-
-def _loop_culprit(conn: Connection, aid: str, start: int, count: int,
-                  loop_intents: Mapping[str, str | None]) -> tuple[str | None, str | None]:
-    """The fingerprint with the hour's highest count, and the intent a batch last reported it under."""
-    from ._db import repeats
-
-    fp = conn.execute(select(repeats.c.fingerprint).where(
-        and_(repeats.c.address_id == aid, repeats.c.window_start == start, repeats.c["count"] == count)).limit(1)).scalar()
-    return fp, loop_intents.get(fp) if fp else None
-
-
-def add_loop_answer(conn: Connection, row: Mapping[Any, Any], status: AgentStatus, ts: int, fingerprints: Any = ()) -> None:
-    """Give an agent with a loop policy its ``loop`` object (the org's key, the fleet's counts) in the answer."""
-    p = status.policy(LOOP_POLICY)
-    policy = parse_policy(row["policy"])
-    if p is None or policy is None or p.window_start is None:
-        return
-    start = int(p.window_start.timestamp())
-    counts = _loops.fleet_counts(conn, row["address_id"], start, fingerprints, p.limit)
-    status.loop = _loops.answer(_loops.org_key(conn, row["org"], ts), policy, p, counts)
 
 
 def _policy_data(address: str, p: PolicyStatus) -> dict[str, Any]:

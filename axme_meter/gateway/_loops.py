@@ -25,7 +25,8 @@ from sqlalchemy.engine import Connection
 from .._protocol import LOOP_POLICY, iso
 from . import _store
 from ._db import org_secrets, repeats
-from ._policies import PolicyStatus
+from ._policies import AgentStatus, PolicyStatus
+from ._queries import parse_policy
 from ._schemas import CostPolicy
 
 #: Bytes of the per-org fingerprint key (BLAKE2b takes up to 64).
@@ -101,3 +102,23 @@ def answer(key: str, policy: CostPolicy, p: PolicyStatus, counts: Mapping[str, i
     return {"policy": LOOP_POLICY, "limit": p.limit, "action": policy.action_on_breach, "key": key,
             "window": "hour", "window_start": iso(p.window_start), "resets_at": iso(p.resets_at),
             "max": p.spent, "breached": p.breached, "counts": dict(counts)}
+
+
+def culprit(conn: Connection, aid: str, start: int, count: int,
+            loop_intents: Mapping[str, str | None]) -> tuple[str | None, str | None]:
+    """The fingerprint with the hour's highest count, and the intent a batch last reported it under."""
+    fp = conn.execute(select(repeats.c.fingerprint).where(
+        and_(repeats.c.address_id == aid, repeats.c.window_start == start, repeats.c["count"] == count)).limit(1)).scalar()
+    return fp, loop_intents.get(fp) if fp else None
+
+
+def add_answer(conn: Connection, row: Mapping[Any, Any], status: AgentStatus, ts: int,
+               fingerprints: Iterable[str] = ()) -> None:
+    """Give an agent with a loop policy its ``loop`` object (the org's key, the fleet's counts) in the answer."""
+    p = status.policy(LOOP_POLICY)
+    policy = parse_policy(row["policy"])
+    if p is None or policy is None or p.window_start is None:
+        return
+    start = int(p.window_start.timestamp())
+    counts = fleet_counts(conn, row["address_id"], start, fingerprints, p.limit)
+    status.loop = answer(org_key(conn, row["org"], ts), policy, p, counts)
