@@ -383,6 +383,8 @@ class Budget:
                            for a, lease in self._leases.items()},
                 "grants": {a: {s.policy: str(to_decimal(max(s.free, 0))) for s in held.slices.values()}
                            for a, held in self.grants.agents.items() if held.slices},
+                # Agents whose requests are fingerprinted (a loop policy is in force): {agent: {limit, action}}.
+                "loop_policies": self.loops.status(),
             }
 
     # ------------------------------------------------------------------ internals (under _lock)

@@ -6,7 +6,7 @@
 ``metadata``, ``temperature``); ``responses`` and ``embeddings`` send one input to those endpoints.
 Stops at the first ``BudgetExceeded``; a file named by ``LOOP_WORKER_GO`` (if set) must exist before it
 starts, so several workers start together. Prints one JSON line:
-``{"calls", "refused", "openai_requests", "policy", "message", "errors"}``.
+``{"calls", "refused", "openai_requests", "policy", "message", "errors", "loop_policies"}``.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def main() -> None:
     except axme_meter.BudgetExceeded as exc:  # a call, or the intent's registration, was refused
         report.update(refused=1, policy=exc.policy, message=exc.message)
     report["openai_requests"] = len(fake.requests)
+    report["loop_policies"] = axme_meter.transport_status()["loop_policies"]
     print(json.dumps(report), flush=True)
 
 

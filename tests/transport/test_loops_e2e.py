@@ -90,6 +90,7 @@ def _run(gw: GatewayProcess, tmp_path: Path, prompt: str, calls: int, name: str 
 def test_block_stops_the_repeat_before_it_is_sent(gw: GatewayProcess, tmp_path: Path) -> None:
     _policy(gw, max_identical_requests_per_hour=5, action_on_breach="block")
     report = _run(gw, tmp_path, "summarise ticket T-1", 50)
+    assert report["loop_policies"] == {AGENT: {"limit": 5, "action": "block"}}
     assert report["calls"] == 5 and report["refused"] == 1
     assert report["openai_requests"] == 5  # the sixth identical request never reached OpenAI
     assert report["policy"] == "max_identical_requests_per_hour"
@@ -169,6 +170,7 @@ def test_without_the_field_nothing_is_fingerprinted(gw: GatewayProcess, tmp_path
     _policy(gw, max_cost_per_day_usd="100", action_on_breach="block")
     report = _run(gw, tmp_path, "same", 20)
     assert report["calls"] == 20 and report["refused"] == 0
+    assert report["loop_policies"] == {}  # the client never fingerprinted a request
     body = _agent(gw)
     assert all(p["name"] != "max_identical_requests_per_hour" for p in body["policies"])
     import sqlite3
