@@ -61,6 +61,16 @@ BLOCK_CODES = frozenset(
 #: Agent states in answers; anything but ``active`` stops spending.
 STATES = ("active", "blocked", "paused", "killed")
 
+#: The loop policy (``max_identical_requests_per_hour``): entries carry ``repeats`` (fingerprint -> count of
+#: identical requests this entry's agent × intent made), answers carry ``loop`` per agent (see docs/protocol.md).
+LOOP_POLICY = "max_identical_requests_per_hour"
+REPEATS = "repeats"
+#: A fingerprint on the wire: 16 lowercase hex digits (a keyed BLAKE2b digest of 8 bytes).
+FINGERPRINT_PATTERN = r"^[0-9a-f]{16}$"
+FINGERPRINT_BYTES = 8
+#: At most this many fingerprints in one entry's ``repeats`` (the client starts a new entry before).
+MAX_REPEATS = 1000
+
 
 def intent_id_problem(value: object) -> str | None:
     """Why ``value`` is not a valid intent id (checked alike by ``axme_meter.intent`` and the gateway), or None."""
@@ -186,9 +196,51 @@ class PolicyState:
 
 
 @dataclass(slots=True)
+class LoopState:
+    """An agent's loop policy as an answer reports it: the org's fingerprint key and the fleet's counts."""
+
+    limit: int
+    action: str
+    key: bytes
+    #: Fingerprint -> identical requests the whole fleet made in the gateway's current hour window.
+    counts: dict[str, int] = field(default_factory=dict)
+    resets_at: float | None = None
+    #: Highest count of any fingerprint this hour, and whether it passed the limit.
+    max_count: int = 0
+    breached: bool = False
+
+
+@dataclass(slots=True)
 class AgentState:
     state: str
     policies: list[PolicyState] = field(default_factory=list)
+    loop: LoopState | None = None
+
+
+def parse_loop(raw: object) -> LoopState | None:
+    """An answer's ``loop`` object; ``None`` when absent or unusable (then no fingerprinting happens)."""
+    if not isinstance(raw, dict):
+        return None
+    limit, key = raw.get("limit"), raw.get("key")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1 or not isinstance(key, str):
+        return None
+    try:
+        key_bytes = bytes.fromhex(key)
+    except ValueError:
+        return None
+    if not 16 <= len(key_bytes) <= 64:
+        return None
+    counts: dict[str, int] = {}
+    raw_counts = raw.get("counts")
+    if isinstance(raw_counts, dict):
+        for fp, n in raw_counts.items():
+            if isinstance(fp, str) and len(fp) == 2 * FINGERPRINT_BYTES and isinstance(n, int) and not isinstance(n, bool) and n > 0:
+                counts[fp] = n
+    max_count = raw.get("max")
+    return LoopState(limit=limit, action=str(raw.get("action") or "block"), key=key_bytes, counts=counts,
+                     resets_at=parse_iso(raw.get("resets_at")),
+                     max_count=max_count if isinstance(max_count, int) and not isinstance(max_count, bool) else 0,
+                     breached=raw.get("breached") is True)
 
 
 @dataclass(slots=True)
@@ -235,7 +287,8 @@ def parse_agents(body: object) -> dict[str, AgentState]:
         if not isinstance(info, dict):
             continue
         policies = [parse_policy(raw) for raw in info.get("policies") or [] if isinstance(raw, dict)]
-        out[str(address)] = AgentState(state=str(info.get("state") or "active"), policies=policies)
+        out[str(address)] = AgentState(state=str(info.get("state") or "active"), policies=policies,
+                                       loop=parse_loop(info.get("loop")))
     return out
 
 
@@ -282,9 +335,10 @@ def client_block(agent: str, source: str, policy: str | None, limit: int | None,
 
 
 __all__ = [
-    "AGENT_CREATION_RATE_LIMITED", "BLOCKS", "BLOCK_CODES", "CLIENT_BLOCK_SOURCES", "CONFLICT", "DELIVERED", "DUPLICATE", "ERROR", "FORBIDDEN",
-    "INTENT_ID_PATTERN", "INVALID", "MAX_BATCH", "MAX_BLOCKS", "MAX_CALL_USD", "MAX_COUNT", "MAX_ENTRY_USD", "RECORDED",
-    "RETRYABLE_ENTRY_CODES", "AgentState", "BlockError", "EntryResult", "PolicyState", "client_block", "entry_result",
-    "error_body", "intent_id_problem", "iso", "money", "parse_agents", "parse_error", "parse_iso", "parse_money",
-    "parse_policy", "parse_results",
+    "AGENT_CREATION_RATE_LIMITED", "BLOCKS", "BLOCK_CODES", "CLIENT_BLOCK_SOURCES", "CONFLICT", "DELIVERED", "DUPLICATE",
+    "ERROR", "FINGERPRINT_BYTES", "FINGERPRINT_PATTERN", "FORBIDDEN", "INTENT_ID_PATTERN", "INVALID", "LOOP_POLICY",
+    "MAX_BATCH", "MAX_BLOCKS", "MAX_CALL_USD", "MAX_COUNT", "MAX_ENTRY_USD", "MAX_REPEATS", "RECORDED", "REPEATS",
+    "RETRYABLE_ENTRY_CODES", "AgentState", "BlockError", "EntryResult", "LoopState", "PolicyState", "client_block",
+    "entry_result", "error_body", "intent_id_problem", "iso", "money", "parse_agents", "parse_error", "parse_iso",
+    "parse_loop", "parse_money", "parse_policy", "parse_results",
 ]

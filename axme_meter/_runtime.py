@@ -274,6 +274,18 @@ class Runtime:
                 sender = self._sender
         return sender
 
+    def wake_sender(self) -> None:
+        """Report soon (a loop was detected): the sender sends early, never on the caller's thread."""
+        self._wake_sender()
+
+    def refused_for_loop(self) -> None:
+        """A request was refused for repeating itself: its count (no spend) goes to the gateway soon."""
+        sender = self.sender()
+        if sender is not None:
+            sender.note_record()  # the count is unsent data even though nothing was spent
+            sender.wake_early()
+        self._on_refusal()
+
     def _wake_sender(self) -> None:
         sender = self._sender
         if sender is not None:

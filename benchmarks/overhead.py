@@ -110,6 +110,17 @@ def _grant_everything() -> None:
          "ttl_seconds": 86_400, "resets_in_seconds": 86_400}]}, _time.monotonic())
 
 
+def _loop_policy_on() -> None:
+    """What a call pays when the agent has ``max_identical_requests_per_hour``: the keyed fingerprint of the
+    request and the count in a sliding hour (the policy arrives as a heartbeat answer would bring it; its
+    limit is high enough that no call is refused)."""
+    from axme_meter import _runtime
+    from axme_meter._attribution import current_agent
+    from axme_meter._protocol import LoopState
+
+    _runtime.default().budget.loops.apply(current_agent(), LoopState(limit=10**9, action="block", key=b"k" * 32), None)
+
+
 def pricing_cost(iterations: int = 200_000) -> None:
     t = table()
     usage = Usage(input_tokens=1200, cached_tokens=1024, output_tokens=60)
@@ -154,6 +165,14 @@ def main() -> None:
             lambda: list(raw.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)),
             lambda: list(ours.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)),
             max(1, args.calls // 4), args.rounds)
+    try:
+        from axme_meter._budget import _loops  # noqa: F401  (this shape needs loop detection)
+    except ImportError:
+        print("chat, loop policy on      (not in this version)")
+    else:
+        _loop_policy_on()
+        compare("chat, loop policy on", lambda: raw.chat.completions.create(model="gpt-4o", messages=MESSAGES),
+                lambda: ours.chat.completions.create(model="gpt-4o", messages=MESSAGES), args.calls, args.rounds)
     pricing_cost()
     import_delta()
     spent = axme_meter.spend()

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from .._money import to_decimal
 from ._blocks import GATEWAY, LEASE, LOCAL, UNREACHABLE, Block
 from ._grants import AgentGrants, Grants, Reservation
+from ._loops import LoopGuard
 
 if TYPE_CHECKING:  # imported lazily: this module loads with the first client and must stay cheap
     from .._meter import CallRecord, Meter, Pending
@@ -52,7 +53,7 @@ class Lease:
 class Budget:
     """Blocks, leases and local limits of one process. Thread-safe; the hot path takes no lock when idle."""
 
-    __slots__ = ("_lock", "armed", "granting", "grants", "_agents", "_intents", "_global", "_spent", "_last", "_leases",
+    __slots__ = ("_lock", "armed", "granting", "grants", "loops", "_agents", "_intents", "_global", "_spent", "_last", "_leases",
                  "_heard", "_limits", "_limits_source", "_limits_active")
 
     def __init__(self) -> None:
@@ -62,6 +63,8 @@ class Budget:
         #: True while this process talks to a gateway that grants budget (set by the runtime).
         self.granting = False
         self.grants = Grants()
+        #: Loop detection (``max_identical_requests_per_hour``): inactive until an answer brings a loop policy.
+        self.loops = LoopGuard()
         self._agents: dict[str, dict[str, Block]] = {}
         self._intents: dict[tuple[str, str], Block] = {}
         self._global: Block | None = None
@@ -206,6 +209,10 @@ class Budget:
         with self._lock:
             self._heard.add(agent)
             self.grants.apply(agent, answer, sent_at)
+            if "loop" in answer or answer.get("state", "active") == "active":
+                from .._protocol import parse_loop
+
+                self.loops.apply(agent, parse_loop(answer.get("loop")), None)
             if not answer.get("grants") and answer.get("state", "active") == "active":
                 self._lift_locked(agent, GATEWAY)
 
@@ -247,13 +254,17 @@ class Budget:
         with self._lock:
             return dict(self._spent)
 
-    def apply_answer(self, agents: Mapping[str, AgentState], base: Mapping[str, int]) -> None:
-        """Turn a heartbeat answer into blocks, unblocks and fresh leases."""
+    def apply_answer(self, agents: Mapping[str, AgentState], base: Mapping[str, int],
+                     loop_mark: dict[tuple[str, str], int] | None = None) -> None:
+        """Turn a heartbeat answer into blocks, unblocks, fresh leases and loop policies (``loop_mark``: the
+        identical-request counts this process had when the answered batch was taken, see ``_loops``)."""
         now = time.time()
         with self._lock:
             self._heard.update(agents)
             for agent, answer in agents.items():
                 self._apply_agent_locked(agent, answer, base.get(agent, 0), now)
+        for agent, answer in agents.items():
+            self.loops.apply(agent, answer.loop, loop_mark)
 
     def _apply_agent_locked(self, agent: str, answer: AgentState, base: int, now: float) -> None:
         if self.granting and any(p.is_money and p.intent_id is None for p in answer.policies):
@@ -265,6 +276,12 @@ class Budget:
                 self.armed = True
         if answer.state != "active" or exhausted:
             p = exhausted[0] if exhausted else None
+            loop = answer.loop
+            if p is None and loop is not None and loop.breached:
+                from .._protocol import LOOP_POLICY, PolicyState
+
+                # Blocked (or paused) for a loop: name the policy; counts travel as plain ints here.
+                p = PolicyState(LOOP_POLICY, limit=loop.limit * 10**12, spent=loop.max_count * 10**12, resets_at=loop.resets_at)
             # A paused or killed agent stays blocked until the gateway says otherwise (no resets_at).
             resets_at = p.resets_at if p and answer.state == "active" else None
             state = answer.state if answer.state != "active" else "blocked"
@@ -366,6 +383,8 @@ class Budget:
                            for a, lease in self._leases.items()},
                 "grants": {a: {s.policy: str(to_decimal(max(s.free, 0))) for s in held.slices.values()}
                            for a, held in self.grants.agents.items() if held.slices},
+                # Agents whose requests are fingerprinted (a loop policy is in force): {agent: {limit, action}}.
+                "loop_policies": self.loops.status(),
             }
 
     # ------------------------------------------------------------------ internals (under _lock)
@@ -390,6 +409,7 @@ class Budget:
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
+        self.loops.after_fork_in_child()
 
 
 def _lease_block(lease: Lease, unsent: int) -> Block:

@@ -183,10 +183,26 @@ class MeteredCall:
         """Before sending: raise if the agent may not spend, else reserve the call's cost from the grant."""
         self.reservation = self.runtime.admit(self.agent, self.intent)
         self._check_unpriced_rule()
+        if self.runtime.budget.loops.active:  # off (one attribute read) unless a loop policy is in force
+            self._check_loop()
 
     async def admit_async(self) -> None:
         self.reservation = await self.runtime.admit_async(self.agent, self.intent)
         self._check_unpriced_rule()
+        if self.runtime.budget.loops.active:
+            self._check_loop()
+
+    def _check_loop(self) -> None:
+        """Count this request's fingerprint; a request that passes ``max_identical_requests_per_hour`` is
+        refused before it is sent (or, under ``notify``, let through), and the gateway hears of it soon."""
+        try:
+            report = self.runtime.budget.loops.admit(self.agent, self.intent, self.kind, self.body)
+        except BudgetExceeded:
+            self.abandon()
+            self.runtime.refused_for_loop()
+            raise
+        if report:
+            self.runtime.wake_sender()
 
     def _check_unpriced_rule(self) -> None:
         """An agent whose policy refuses unpriced calls may not call a model the price table does not know."""

@@ -22,7 +22,7 @@ from typing import Any
 from .._attribution import validate_address
 from .._meter import TOKEN_DETAILS, Pending, Totals
 from .._money import from_usd
-from .._protocol import MAX_COUNT, MAX_ENTRY_USD, iso, money, parse_iso, parse_money
+from .._protocol import MAX_COUNT, MAX_ENTRY_USD, MAX_REPEATS, REPEATS, iso, money, parse_iso, parse_money
 
 MAX_ENTRY_PICO = from_usd(MAX_ENTRY_USD)
 _COUNTS = tuple(f.name for f in fields(Totals) if f.name != "cost_pico")
@@ -64,6 +64,19 @@ class Entry:
     #: fields; others would refuse the entry) and never changed after, since the content of a sent entry
     #: is fixed. ``None``: not decided yet (the spool then keeps the details).
     details: bool | None = None
+    #: Identical requests of this agent × intent by fingerprint (loop detection; counts only, never content).
+    repeats: dict[str, int] = field(default_factory=dict)
+
+    def add_repeats(self, counts: dict[str, int]) -> None:
+        """Fold identical-request counts into this (open) entry."""
+        for fp, n in counts.items():
+            self.repeats[fp] = self.repeats.get(fp, 0) + n
+
+    def fits_repeats(self, counts: dict[str, int]) -> bool:
+        """At most ``MAX_REPEATS`` fingerprints per entry, and every count within ``MAX_COUNT``."""
+        new = sum(1 for fp in counts if fp not in self.repeats)
+        return (len(self.repeats) + new <= MAX_REPEATS
+                and all(self.repeats.get(fp, 0) + n <= MAX_COUNT for fp, n in counts.items()))
 
     def add(self, model: str, pending: Pending) -> None:
         """Fold the meter's pending counters of one model into this (open) entry."""
@@ -97,6 +110,8 @@ class Entry:
         body["by_model"] = {model: _model_metrics(t, with_details) for model, t in self.by_model.items()}
         if self.pricing_version:
             body["pricing_version"] = self.pricing_version
+        if self.repeats:
+            body[REPEATS] = dict(sorted(self.repeats.items()))
         return body
 
     def to_spool(self) -> dict[str, Any]:
@@ -133,6 +148,7 @@ class Entry:
         if version is not None and not isinstance(version, str):
             raise ValueError("pricing_version: must be a string")
         entry.pricing_version = version or ""
+        entry.repeats = _repeats(body.get(REPEATS))
         entry.frozen = body.get("_frozen", True) is not False
         details = body.get("_details")
         entry.details = details if isinstance(details, bool) else None
@@ -205,6 +221,20 @@ def _text(body: dict[str, Any], name: str) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= 200 or any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValueError(f"{name}: must be a non-empty printable string of at most 200 characters, got {value!r}"[:200])
     return value
+
+
+def _repeats(raw: object) -> dict[str, int]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{REPEATS}: must be an object")
+    out: dict[str, int] = {}
+    for fp, n in raw.items():
+        if (not isinstance(fp, str) or len(fp) != 16 or any(c not in "0123456789abcdef" for c in fp)
+                or not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= MAX_COUNT):
+            raise ValueError(f"{REPEATS}: bad item {fp!r}: {n!r}"[:200])
+        out[fp] = n
+    return out
 
 
 def _model(name: object) -> str:

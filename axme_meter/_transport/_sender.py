@@ -127,6 +127,8 @@ class Sender:
         self._link = OK
         #: Counters for status output, tests and the benchmark.
         self.requests = 0
+        #: This process's identical-request counts when the current round was drained (see ``_budget._loops``).
+        self._loop_mark: dict[tuple[str, str], int] | None = None
         self.grant_requests = 0
         self.acked = 0
         self.last_error: str | None = None
@@ -372,7 +374,18 @@ class Sender:
                     entry = self._open[(agent, intent)] = Entry(self._new_id(), agent, intent, part.window_start,
                                                                 part.window_end)
                 entry.add(model, part)
-        if pending:
+        repeats = self.budget.loops.drain()
+        for (agent, intent), counts in repeats.items():
+            entry = self._open.get((agent, intent))
+            if entry is not None and not entry.fits_repeats(counts):
+                entry.frozen = True
+                self._frozen[entry.id] = self._open.pop((agent, intent))
+                entry = None
+            if entry is None:
+                now = time.time()
+                entry = self._open[(agent, intent)] = Entry(self._new_id(), agent, intent, now, now)
+            entry.add_repeats(counts)
+        if pending or repeats:
             self._changed = True
         return uses
 
@@ -459,6 +472,8 @@ class Sender:
         with self._state_lock:
             self._first_dirty = None  # before the drain: a record after it starts the next window
             uses = self._drain_locked()
+            # What the answers to this round will include of this process's identical-request counts.
+            self._loop_mark = self.budget.loops.mark() if self.budget.loops.active else None
             self._seq += 1
             frozen_keys = {(e.agent, e.intent) for e in self._frozen.values()}
             for key in [k for k in self._open if k not in frozen_keys]:
@@ -591,7 +606,7 @@ class Sender:
         results = parse_results(answer.body)
         self._acknowledge(chunk, results, answer.status)
         states = parse_agents(answer.body)
-        self.budget.apply_answer(states, base)
+        self.budget.apply_answer(states, base, self._loop_mark)
         error = parse_error(answer.body) if answer.status >= 400 else None
         if error is not None and error.is_block and (error.agent or "") not in states:
             # Only when the per-agent map (which is richer: state, every policy) doesn't cover it.

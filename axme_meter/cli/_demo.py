@@ -30,6 +30,16 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value!r}")
+    return number
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
         "demo",
@@ -40,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "stay up until you press Enter; --keep leaves them running after the demo exits.",
         epilog=examples("axme-meter demo", "axme-meter demo --keep            # then open the dashboard URL it prints",
                         "axme-meter demo --budget 0.5 --speed 20 --json summary.json",
+                        "axme-meter demo --loop-policy    # stopped by loop detection, not by the budget",
                         "OPENAI_API_KEY=sk-... axme-meter demo --real   # real calls, about $0.05"),
     )
     parser.add_argument("--budget", type=_positive_decimal, metavar="USD",
@@ -52,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="leave the gateway and its dashboard running afterwards (prints the URL, admin key and pid)")
     parser.add_argument("--max-seconds", type=_positive_float, default=240.0, metavar="S",
                         help="safety stop if no block arrives (default 240)")
+    parser.add_argument("--loop-policy", type=_positive_int, nargs="?", const=3, default=None, metavar="N",
+                        help="also set max_identical_requests_per_hour (default N=3): the loop detector stops the "
+                        "runaway (it repeats the same prompts) long before the money policy would")
     parser.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
     parser.add_argument("--json", metavar="PATH", help="also write the summary as JSON to PATH ('-' for stdout)")
     parser.set_defaults(handler=_run)
@@ -71,7 +85,8 @@ def _run(args: argparse.Namespace) -> int:
     # Waiting for Enter only makes sense with a person at a terminal: never under CI, pipes or tests.
     hold = not args.keep and sys.stdin is not None and sys.stdin.isatty() and console.is_terminal
     options = DemoOptions(budget=args.budget, speed=args.speed, real=args.real, keep=args.keep,
-                          max_seconds=args.max_seconds, seed=args.seed, live=console.is_terminal, hold=hold)
+                          max_seconds=args.max_seconds, seed=args.seed, live=console.is_terminal, hold=hold,
+                          loop_limit=args.loop_policy)
 
     def hand_off(summary: DemoSummary) -> None:
         print_summary(summary, console)

@@ -106,8 +106,10 @@ def _add_field_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--" + flag.replace("_", "-"), dest=flag, type=_money, metavar="USD",
                             help=f"{flag.replace('_', ' ')} in USD, greater than 0")
     for flag in COUNT_FLAGS:
+        what = ("loop detection: identical requests (same model and content) per hour, at least 1; the next one "
+                "is a breach" if flag == "max_identical_requests_per_hour" else "at least 1 (gates new intents)")
         parser.add_argument("--" + flag.replace("_", "-"), dest=flag, type=_count, metavar="N",
-                            help=f"{flag.replace('_', ' ')}, at least 1 (gates new intents)")
+                            help=f"{flag.replace('_', ' ')}, {what}")
     parser.add_argument("--action", choices=ACTIONS, help="what a breach does (default block; alert = notify)")
     parser.add_argument("--on-unpriced-call", choices=UNPRICED,
                         help="a call the client cannot price: book it at conservative rates (estimate, default) or refuse it")
@@ -140,7 +142,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "defaults (no limit, action block, unpriced calls estimated, timezone UTC, alerts at 0.5,0.8,1.0, no notifications). To change some "
         "fields and keep the rest, use 'axme-meter policy update'.",
         epilog=examples(f"axme-meter policy set {agent} --max-cost-per-day 50 --action block",
-                        f"axme-meter policy set {agent} --max-cost-per-hour 5 --max-cost-per-month 500 --timezone Europe/Berlin"),
+                        f"axme-meter policy set {agent} --max-cost-per-hour 5 --max-cost-per-month 500 --timezone Europe/Berlin",
+                        f"axme-meter policy set {agent} --max-cost-per-day 50 --max-identical-requests-per-hour 20"),
     )
     update_parser = actions.add_parser(
         "update", help="change only the fields given; keep the rest of AGENT's current policy",

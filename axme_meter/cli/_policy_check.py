@@ -20,7 +20,8 @@ MONEY_FLAGS = {
     "max_cost_per_month": "max_cost_per_month_usd",
     "max_cost_per_intent": "max_cost_per_intent_usd",
 }
-COUNT_FLAGS = {"max_intents_per_day": "max_intents_per_day", "max_intents_per_hour": "max_intents_per_hour"}
+COUNT_FLAGS = {"max_intents_per_day": "max_intents_per_day", "max_intents_per_hour": "max_intents_per_hour",
+               "max_identical_requests_per_hour": "max_identical_requests_per_hour"}
 #: CLI flag -> policy field, for the conservative per-1M-token rates of calls the client cannot price
 RATE_FLAGS = {"unpriced_input_per_1m": "unpriced_input_usd_per_1m", "unpriced_output_per_1m": "unpriced_output_usd_per_1m"}
 LIMIT_FIELDS = (*MONEY_FLAGS.values(), *COUNT_FLAGS.values())

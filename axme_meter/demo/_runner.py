@@ -49,6 +49,8 @@ class DemoOptions:
     live: bool = True
     #: keep the gateway up after the summary until the user presses Enter (only when run in a terminal)
     hold: bool = False
+    #: ``--loop-policy``: also set ``max_identical_requests_per_hour`` to this (the runaway repeats its prompts)
+    loop_limit: int | None = None
 
     @property
     def limit(self) -> Decimal:
@@ -88,6 +90,12 @@ class DemoSummary:
     gateway_db: str
     duration_s: float
     notes: list[str] = field(default_factory=list)
+    #: ``--loop-policy``: the policy's max_identical_requests_per_hour (None without the flag)
+    loop_limit: int | None = None
+    #: the policy that stopped the loop (``max_cost_per_day_usd``, ``max_identical_requests_per_hour``), if any
+    stopped_by: str | None = None
+    #: what the research agent had spent (this process's meter) when it was stopped
+    spent_when_stopped_usd: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,6 +110,7 @@ class _Loop:
         self.error: BaseException | None = None
         self.budget_error: axme_meter.BudgetExceeded | None = None
         self.stopped_at: float | None = None
+        self.spent_when_stopped: Decimal | None = None
         self.tickets = make_tickets()
 
     def run(self) -> None:
@@ -119,6 +128,7 @@ class _Loop:
                     self.recorder.event(f"pass {passes}: {len(open_tickets(self.tickets))} tickets still open{why}", "dim")
         except axme_meter.BudgetExceeded as exc:
             self.budget_error, self.stopped_at = exc, self.recorder.elapsed()
+            self.spent_when_stopped = self.recorder.agent_cost(RESEARCH_AGENT)
             self.recorder.event(f"BudgetExceeded: {exc.message}", "bold red")
         except BaseException as exc:  # shown to the user, never swallowed
             self.error, self.stopped_at = exc, self.recorder.elapsed()
@@ -151,9 +161,13 @@ def _run_with_gateway(
     limit = options.limit
     notes: list[str] = []
     with GatewayAPI(gateway.url, gateway.admin_key) as api:
-        api.put_policy(RESEARCH_AGENT, {"max_cost_per_day_usd": str(limit), "action_on_breach": "block"})
+        policy: dict[str, Any] = {"max_cost_per_day_usd": str(limit), "action_on_breach": "block"}
+        if options.loop_limit is not None:
+            policy["max_identical_requests_per_hour"] = options.loop_limit
+        api.put_policy(RESEARCH_AGENT, policy)
         console.print(f"[bold]gateway[/] {gateway.url}  (SQLite in {gateway.data_dir})")
-        console.print(f"[bold]policy[/]  {RESEARCH_AGENT}: max ${limit}/day, action block")
+        loop_text = f", max {options.loop_limit} identical requests/hour" if options.loop_limit is not None else ""
+        console.print(f"[bold]policy[/]  {RESEARCH_AGENT}: max ${limit}/day{loop_text}, action block")
         saved = probe.point_at(gateway.url, gateway.admin_key, options.heartbeat_interval, work_dir / "spool")
         simulator = None
         if options.real:
@@ -251,6 +265,9 @@ def _run_with_gateway(
         gateway_db=str(gateway.db_path),
         duration_s=round(time.monotonic() - started, 2),
         notes=notes,
+        loop_limit=options.loop_limit,
+        stopped_by=loop.budget_error.policy if loop.budget_error else None,
+        spent_when_stopped_usd=str(loop.spent_when_stopped) if loop.spent_when_stopped is not None else None,
     )
     return summary
 

@@ -35,7 +35,8 @@ def print_summary(summary: DemoSummary, console: Console) -> None:
     table.add_column(style="bold")
     table.add_column()
     budget = Decimal(summary.budget_usd)
-    table.add_row("agent", f"{summary.agent}  (policy: {usd(budget, 2)}/day, block)")
+    loop = f", max {summary.loop_limit} identical requests/hour" if summary.loop_limit is not None else ""
+    table.add_row("agent", f"{summary.agent}  (policy: {usd(budget, 2)}/day{loop}, block)")
     table.add_row("recorded by gateway", usd(_dec(summary.gateway_spent_usd)))
     table.add_row("spent (this process)", usd(_dec(summary.local_spent_usd)))
     calls = f"{summary.research_calls:,} research-agent, {summary.triage_calls:,} triage-agent"
@@ -46,10 +47,16 @@ def print_summary(summary: DemoSummary, console: Console) -> None:
         table.add_row("blocked", f"block known to the client at {summary.block_seen_after_s}s; BudgetExceeded "
                                  f"stopped the loop at {summary.stopped_after_s}s, before the request was sent")
         table.add_row("why", summary.stop_message or "")
+        if summary.stopped_by:
+            at = _dec(summary.spent_when_stopped_usd)
+            share = f" ({at / budget:.0%} of the {usd(budget, 2)}/day budget)" if at is not None and budget > 0 else ""
+            table.add_row("stopped by", f"[bold]{summary.stopped_by}[/] at {usd(at)} spent{share}")
     else:
         table.add_row("blocked", "[red]no: the loop was not stopped by the budget[/]")
     overshoot = _dec(summary.overshoot_usd)
-    if overshoot is not None:
+    if overshoot is not None and summary.stopped_by == "max_identical_requests_per_hour":
+        table.add_row("overshoot", f"none: the loop policy stopped it {usd(-overshoot)} below the money limit")
+    elif overshoot is not None:
         over = (f"{usd(overshoot)} beyond the {usd(budget, 2)} limit ({overshoot / budget:.1%}), "
                 f"{summary.overshoot_calls} call(s) made after the limit was reached"
                 if overshoot > 0 else f"none: stopped {usd(-overshoot)} below the limit (the next call did not fit in what the gateway had left to grant)")

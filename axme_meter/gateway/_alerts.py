@@ -47,14 +47,18 @@ class Alert:
     spent: str
     resets_at: str | None
     notify: dict[str, Any] = field(default_factory=dict)
+    #: A text of its own (loop detection); else the budget threshold text below.
+    message: str | None = None
 
     def text(self) -> str:
+        if self.message is not None:
+            return self.message
         pct = f"{float(self.threshold) * 100:g}%"
         return (f"[axme-meter] {self.agent} reached {pct} of {self.policy}: spent ${self.spent} of ${self.limit}"
                 + (f" (resets {self.resets_at})" if self.resets_at else ""))
 
     def payload(self) -> dict[str, Any]:
-        return {"type": "budget.alert", "agent": self.agent, "address_id": self.address_id, "policy": self.policy,
+        return {"type": "loop.alert" if self.threshold == "loop" else "budget.alert", "agent": self.agent, "address_id": self.address_id, "policy": self.policy,
                 "threshold": self.threshold, "limit": self.limit, "spent": self.spent, "resets_at": self.resets_at,
                 "message": self.text()}
 

@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 #: Arbitrary constant naming this app's advisory lock on PostgreSQL.
 _MIGRATION_LOCK = 0x41584D45  # "AXME"
 
@@ -204,6 +204,30 @@ price_files = Table(
 )
 
 
+#: Per-org secrets (schema version 7): ``loop_key`` keys the BLAKE2b fingerprints clients compute for loop
+#: detection (``max_identical_requests_per_hour``). Handed out in heartbeat and grant answers to the org's
+#: keys only, so every process of an org fingerprints alike and nobody outside it can test guesses.
+org_secrets = Table(
+    "axme_org_secrets",
+    metadata,
+    Column("org", String(128), primary_key=True),
+    Column("loop_key", String(128), nullable=False),  # hex
+    Column("created_at", BigInteger, nullable=False),
+)
+
+#: Identical requests per agent × fingerprint × hour window (schema version 7), summed over every client
+#: process and replica (``count = count + excluded.count``). Counts only: a fingerprint is a keyed hash.
+repeats = Table(
+    "axme_repeats",
+    metadata,
+    Column("address_id", String(40), primary_key=True),
+    Column("window_start", BigInteger, primary_key=True),  # the hour window's start in the policy's timezone
+    Column("fingerprint", String(16), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Index("ix_axme_repeats_count", "address_id", "window_start", "count"),
+)
+
+
 def normalise_url(url: str) -> str:
     """``postgresql://`` means psycopg 3 here; ``sqlite:///path`` and ``postgresql+psycopg://`` pass through."""
     for prefix in ("postgresql://", "postgres://"):
@@ -265,6 +289,8 @@ def migrate(engine: Engine) -> None:
             # 4 → 5: sharded counters (existing rows become shard 0) and the (org, created_at) index of agents
             if current < 5:
                 _shard_counters_v5(conn)
+            # 5 → 6: (approvals, merged separately)
+            # 6 → 7: adds axme_org_secrets and axme_repeats (create_all above made them; both start empty)
             conn.execute(schema_version.update().values(version=SCHEMA_VERSION))
 
 

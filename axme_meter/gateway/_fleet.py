@@ -20,7 +20,7 @@ from sqlalchemy.sql import ColumnElement, Select
 
 from .._protocol import parse_iso, parse_money
 from . import _client_blocks, _store
-from ._db import agents
+from ._db import agents, repeats
 from ._policies import WINDOWED, evaluate
 from ._queries import agent_id_of, moment, parse_policy, visible_to
 from ._results import HEALTH, STATE_RANK, Agent, AgentPage, AgentQuery, ClientBlock, FleetSummary, Totals, Window
@@ -115,7 +115,18 @@ def _agent_select(conn: Connection, org: str, now: datetime, zones: Sequence[str
         agents.c.address_id, agents.c.address, agents.c.org, agents.c.state, agents.c.created_at,
         agents.c.last_heartbeat_at, agents.c.policy, agents.c.client_block, tz.label("tz"),
         case({z: 1 for z in zones}, value=tz, else_=0).label("zone_known"), _health(now).label("health"), *columns,
+        _identical(now).label("identical"),
     ).select_from(joined).where(visible_to(org))
+
+
+def _identical(now: datetime) -> Any:
+    """The current hour's highest identical-request count (loop policy): the hour window that started within
+    the last hour, whatever the agent's timezone. A primary-key range lookup per agent."""
+    ts = int(now.timestamp())
+    return (select(func.max(repeats.c["count"]))
+            .where(and_(repeats.c.address_id == agents.c.address_id, repeats.c.window_start > ts - 3600,
+                        repeats.c.window_start <= ts))
+            .scalar_subquery())
 
 
 def _agent_of(row: Mapping[str, Any], now: datetime, window_bounds: dict[tuple[str, str], tuple[datetime, datetime]]) -> Agent:
@@ -123,7 +134,8 @@ def _agent_of(row: Mapping[str, Any], now: datetime, window_bounds: dict[tuple[s
     tz = row["tz"]
     policy = parse_policy(row["policy"])
     totals = {w: Totals.of({f: row[f"{w}_{f}"] for f in _store.COUNTER_FIELDS}) for w in WINDOWS}
-    status = evaluate(row["address"], row["address_id"], row["state"], policy, {w: t.as_counters() for w, t in totals.items()}, now)
+    status = evaluate(row["address"], row["address_id"], row["state"], policy, {w: t.as_counters() for w, t in totals.items()}, now,
+                      identical=int(row.get("identical") or 0))
     windows = {}
     for w in WINDOWS:
         span = window_bounds.get((w, tz))

@@ -37,7 +37,7 @@ from sqlalchemy import and_, func, select, text, update
 from sqlalchemy.engine import Connection
 
 from .._protocol import iso, money
-from . import _agent_quota, _store
+from . import _agent_quota, _loops, _store
 from ._db import counters, grants
 from ._errors import ApiError
 from ._policies import WINDOWED, AgentStatus, PolicyStatus
@@ -109,6 +109,7 @@ def grant_tx(conn: Connection, org: str, address: str, body: GrantRequest, now: 
     policy = parse_policy(row["policy"])
     status = load_status(conn, row, now)
     outcome = GrantOutcome(status, policy=policy)
+    _loops.add_answer(conn, row, status, ts)  # the loop policy's key and counts reach a process before its first call
     if status.state != "active":
         return outcome
     money_policies = [p for p in status.policies if p.kind == "usd" and p.window is not None]

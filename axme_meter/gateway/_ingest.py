@@ -27,8 +27,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from .._protocol import AGENT_CREATION_RATE_LIMITED, CONFLICT, DUPLICATE, ERROR, RECORDED, entry_result, money
-from . import _agent_quota, _client_blocks, _grants, _reprice, _store
+from .._protocol import AGENT_CREATION_RATE_LIMITED, CONFLICT, DUPLICATE, ERROR, LOOP_POLICY, RECORDED, entry_result, money
+from . import _agent_quota, _client_blocks, _grants, _loops, _reprice, _store
 from ._alerts import Alert
 from ._auth import Principal
 from ._db import write_conn
@@ -104,8 +104,10 @@ def ingest(engine: Engine, principal: Principal, entries: Sequence[HeartbeatEntr
 
 def entry_digest(entry: HeartbeatEntry, address: str) -> str:
     """What an entry id stands for: its agent, intent and amounts (not its window or status fields)."""
-    content = {"agent": address, "intent_id": entry.intent_id, "metrics": entry.metrics.digest_form(),
-               "by_model": {m: v.digest_form() for m, v in entry.by_model.items()}}
+    content: dict[str, Any] = {"agent": address, "intent_id": entry.intent_id, "metrics": entry.metrics.digest_form(),
+                               "by_model": {m: v.digest_form() for m, v in entry.by_model.items()}}
+    if entry.repeats:  # schema 7; left out when empty so entries recorded before keep their digest
+        content["repeats"] = entry.repeats
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -137,7 +139,8 @@ def _record_tx(conn: Connection, entries: Sequence[HeartbeatEntry], addresses: S
     rows = _store.load_agents(conn, (_store.address_id(a) for a in touched))
     outcomes = _record_ids(conn, addresses, ids, digests, ts)
     fresh = [i for i, (status, _) in enumerate(outcomes) if status == RECORDED]
-    alerts = _book(conn, [(entries[i], addresses[i]) for i in fresh], rows, now, ts)
+    seen = Repeats()
+    alerts = _book(conn, [(entries[i], addresses[i]) for i in fresh], rows, now, ts, seen)
     _client_blocks.record(conn, rows, blocks, ((a, _store.instance_of(i)) for i, a in zip(ids, addresses)), ts)
     if not addresses:
         return IngestResult([], {}, alerts)
@@ -153,7 +156,9 @@ def _record_tx(conn: Connection, entries: Sequence[HeartbeatEntry], addresses: S
     statuses = load_statuses(conn, [rows[_store.address_id(a)] for a in unique], now, intents_here)
     for address in unique:
         statuses[address].instances = live[_store.address_id(address)]
-        alerts.extend(after_evaluation(conn, rows[_store.address_id(address)], statuses[address], ts))
+        row = rows[_store.address_id(address)]
+        alerts.extend(after_evaluation(conn, row, statuses[address], ts, seen.intents.get(row["address_id"], {})))
+        _loops.add_answer(conn, row, statuses[address], ts, seen.fingerprints.get(row["address_id"], ()))
     results = [
         entry_result(entry_id, status, CONFLICT if status == CONFLICT else None, reason, "id" if reason else None)
         for entry_id, (status, reason) in zip(ids, outcomes)
@@ -201,8 +206,25 @@ def _record_ids(conn: Connection, addresses: Sequence[str], ids: Sequence[str], 
     return outcomes
 
 
-def _book(conn: Connection, booked: Sequence[tuple[HeartbeatEntry, str]], rows: Mapping[str, Mapping[Any, Any]], now: datetime, ts: int) -> list[Alert]:
-    """Add the new entries to counters and intents (aggregated in memory first: one upsert per row)."""
+@dataclass(slots=True)
+class Repeats:
+    """The identical-request counts a batch carried, per agent: which fingerprints, and under which intent."""
+
+    deltas: dict[_loops.RepeatKey, int] = field(default_factory=lambda: defaultdict(int))
+    fingerprints: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    intents: dict[str, dict[str, str | None]] = field(default_factory=lambda: defaultdict(dict))
+
+    def note(self, aid: str, start: int, entry: HeartbeatEntry) -> None:
+        for fp, n in entry.repeats.items():
+            self.deltas[(aid, start, fp)] += n
+            self.fingerprints[aid].add(fp)
+            self.intents[aid][fp] = entry.intent_id
+
+
+def _book(conn: Connection, booked: Sequence[tuple[HeartbeatEntry, str]], rows: Mapping[str, Mapping[Any, Any]], now: datetime, ts: int,
+          seen: Repeats | None = None) -> list[Alert]:
+    """Add the new entries to counters and intents (aggregated in memory first: one upsert per row), and
+    their identical-request counts (``repeats``) for agents with a loop policy."""
     deltas: dict[_store.CounterKey, list[int]] = defaultdict(lambda: [0] * len(_store.COUNTER_FIELDS))
     intent_deltas: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     starts_cache: dict[str, dict[str, int]] = {}
@@ -223,6 +245,12 @@ def _book(conn: Connection, booked: Sequence[tuple[HeartbeatEntry, str]], rows: 
                 _add(deltas[(aid, window, start, "model", model)], (cost.by_model[model], mm.llm_calls, mm.tokens_in, mm.tokens_out, 1, 0))
         if entry.intent_id:
             _add(intent_deltas[(_store.org_of(address), entry.intent_id, aid)], values)  # type: ignore[index]
+        if entry.repeats and seen is not None:
+            policy = parse_policy(rows[aid]["policy"])
+            if policy is not None and policy.max_identical_requests_per_hour is not None:
+                seen.note(aid, starts["hour"], entry)
+    if seen is not None:
+        _loops.add(conn, seen.deltas)
     created = _store.book_intents(conn, intent_deltas, ts)  # type: ignore[arg-type]
     for org, intent_id, aid in intent_deltas:  # type: ignore[misc]
         if (org, intent_id) in created:
@@ -237,13 +265,17 @@ def _add(target: list[int], values: Sequence[int]) -> None:
         target[i] += v
 
 
-def after_evaluation(conn: Connection, row: Mapping[Any, Any], status: AgentStatus, ts: int) -> list[Alert]:
+def after_evaluation(conn: Connection, row: Mapping[Any, Any], status: AgentStatus, ts: int,
+                     loop_intents: Mapping[str, str | None] | None = None) -> list[Alert]:
     """Side effects of a fresh evaluation: breach events (+ ``pause``) and threshold alerts, each claimed once."""
     policy = parse_policy(row["policy"])
     if policy is None:
         return []
     org, aid = row["org"], row["address_id"]
     alerts: list[Alert] = []
+    loop = status.policy(LOOP_POLICY)
+    if loop is not None and loop.breached and loop.window_start is not None:
+        alerts.extend(_on_loop(conn, row, status, policy, loop, loop_intents or {}, ts))
     for p in status.policies:
         if p.kind != "usd" or p.window_start is None:
             continue
@@ -288,6 +320,27 @@ def _on_breach(conn: Connection, row: Mapping[Any, Any], status: AgentStatus, ac
         else:
             kind = "policy.breached"
     _store.add_event(conn, org, aid, kind, data, ts)
+
+
+def _on_loop(conn: Connection, row: Mapping[Any, Any], status: AgentStatus, policy: Any, p: PolicyStatus,
+             loop_intents: Mapping[str, str | None], ts: int) -> list[Alert]:
+    """An identical request passed ``max_identical_requests_per_hour``: once per agent and hour across replicas
+    (the alert claim), a ``loop.detected`` event, the breach action (event; pause / kill change the state) and
+    an alert through the policy's channels, whatever the action."""
+    org, aid = row["org"], row["address_id"]
+    start = int(p.window_start.timestamp()) if p.window_start else 0
+    if not _store.claim_alert(conn, aid, p.name, start, "breach", ts):
+        return []
+    fingerprint, intent = _loops.culprit(conn, aid, start, p.spent, loop_intents)
+    data = {**_policy_data(row["address"], p), "count": p.spent, "intent": intent, "fingerprint": fingerprint,
+            "action": policy.action_on_breach}
+    _store.add_event(conn, org, aid, "loop.detected", data, ts)
+    _on_breach(conn, row, status, policy.action_on_breach, p, ts)
+    where = f" in intent {intent}" if intent else ""
+    message = (f"[axme-meter] {row['address']} sent the same request {p.spent} times this hour{where} "
+               f"(max_identical_requests_per_hour is {p.limit}): a runaway loop? action: {policy.action_on_breach}")
+    return [Alert(org, aid, row["address"], p.name, "loop", str(p.limit), str(p.spent), data["resets_at"],
+                  json.loads(json.dumps(policy.notify.model_dump())), message=message)]
 
 
 def _policy_data(address: str, p: PolicyStatus) -> dict[str, Any]:

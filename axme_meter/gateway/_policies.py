@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .._protocol import money
+from .._protocol import LOOP_POLICY, money
 from ._schemas import CostPolicy
 from ._windows import bounds, iso
 
@@ -47,6 +47,10 @@ class PolicyStatus:
 
     @property
     def breached(self) -> bool:
+        """Money and intent counts: the limit is reached. Identical requests: the limit is passed
+        (``max_identical_requests_per_hour: 10`` allows ten; the eleventh is the loop)."""
+        if self.kind == "requests":
+            return self.spent > self.limit
         return self.spent >= self.limit
 
     def fmt(self, value: int) -> str:
@@ -79,10 +83,20 @@ class AgentStatus:
     breach: PolicyStatus | None = None  # the policy that blocks (or first breached one)
     #: Live client instances of this agent; set on heartbeat/intent answers, where it adds ``lease``.
     instances: int | None = None
+    #: The loop policy's ``loop`` object for heartbeat and grant answers (``_loops.answer``), when set.
+    loop: dict[str, Any] | None = None
 
     def to_wire(self, *, money_only: bool = False) -> dict[str, Any]:
-        shown = [p for p in self.policies if p.kind == "usd" or not money_only]
-        return {"address_id": self.address_id, "state": self.state, "policies": [p.to_wire(self.instances) for p in shown]}
+        # The loop limit travels as ``loop``, not in ``policies``: clients treat a policy with nothing
+        # remaining as "the agent may not spend", and a loop stops only the repeated request.
+        shown = [p for p in self.policies if p.kind == "usd" or (not money_only and p.kind != "requests")]
+        out = {"address_id": self.address_id, "state": self.state, "policies": [p.to_wire(self.instances) for p in shown]}
+        if self.loop is not None:
+            out["loop"] = self.loop
+        return out
+
+    def policy(self, name: str) -> PolicyStatus | None:
+        return next((p for p in self.policies if p.name == name), None)
 
 
 def windows_needed(policy: CostPolicy | None) -> set[str]:
@@ -99,13 +113,16 @@ def evaluate(
     totals: dict[str, dict[str, int]],
     now: datetime,
     intent_costs: dict[str, int] | None = None,
+    identical: int = 0,
 ) -> AgentStatus:
     """The agent's effective state and per-policy status.
 
     ``totals`` maps window kind → counter fields for the *current* window of that
     kind (in the policy's timezone). Killed and paused come from the stored state;
     blocked means a ``block`` policy's windowed limit is reached (spent >= limit).
-    Intent-count limits gate new intents only (see :func:`intent_refusal`).
+    Intent-count limits gate new intents only (see :func:`intent_refusal`). ``identical`` is the
+    highest identical-request count of the current hour (``max_identical_requests_per_hour``): passing
+    that limit under ``block`` blocks the agent for the rest of the hour, like a money limit.
     """
     status = AgentStatus(address, aid, stored_state)
     if policy is None:
@@ -123,7 +140,11 @@ def evaluate(
             status.policies.append(
                 PolicyStatus("max_cost_per_intent_usd", "usd", int(policy.max_cost_per_intent_usd), cost, None, None, None, intent_id)
             )
-    money_breaches = [p for p in status.policies if p.kind == "usd" and p.intent_id is None and p.breached]
+    if policy.max_identical_requests_per_hour is not None:
+        start, end = bounds("hour", now, tz)
+        status.policies.append(PolicyStatus(LOOP_POLICY, "requests", int(policy.max_identical_requests_per_hour),
+                                            int(identical), "hour", start, end))
+    money_breaches = [p for p in status.policies if p.kind in ("usd", "requests") and p.intent_id is None and p.breached]
     if money_breaches:
         status.breach = max(money_breaches, key=lambda p: p.resets_at or now)
         if stored_state == "active" and policy.action_on_breach == "block":
@@ -154,6 +175,9 @@ def retry_after(policy: PolicyStatus | None, now: datetime) -> int:
 
 
 def block_message(address: str, p: PolicyStatus) -> str:
+    if p.kind == "requests":
+        return (f"{address} is over {p.name}: it sent one request {p.spent} times this hour (limit {p.limit}), "
+                f"a runaway loop?" + (f"; resets {iso(p.resets_at)}" if p.resets_at else ""))
     noun = "$" if p.kind == "usd" else ""
     text = f"{address} is over {p.name}: spent {noun}{p.fmt(p.spent)} of {noun}{p.fmt(p.limit)}"
     if p.intent_id:

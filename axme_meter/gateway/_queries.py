@@ -105,7 +105,17 @@ def load_status(conn: Connection, row: Mapping[Any, Any], now: datetime, intent_
     costs: dict[str, int] = {}
     if policy is not None and policy.max_cost_per_intent_usd is not None:
         costs = _store.intent_costs(conn, row["org"], intent_ids)
-    return evaluate(row["address"], row["address_id"], row["state"], policy, totals, now, costs)
+    identical = _identical(conn, {row["address_id"]: policy}, now).get(row["address_id"], 0)
+    return evaluate(row["address"], row["address_id"], row["state"], policy, totals, now, costs, identical)
+
+
+def _identical(conn: Connection, policies: Mapping[str, CostPolicy | None], now: datetime) -> dict[str, int]:
+    """The current hour's highest identical-request count of each agent with a loop policy (one read each)."""
+    from . import _loops
+
+    wanted = {aid: window_starts(now, p.timezone)["hour"] for aid, p in policies.items()
+              if p is not None and p.max_identical_requests_per_hour is not None}
+    return _loops.highest(conn, wanted) if wanted else {}
 
 
 def load_statuses(
@@ -121,6 +131,7 @@ def load_statuses(
             starts = window_starts(now, policy.timezone if policy else None)
             wanted[row["address_id"]] = {w: starts[w] for w in needed}
     totals = _store.read_totals_many(conn, wanted)
+    identical = _identical(conn, policies, now)
     out: dict[str, AgentStatus] = {}
     for row in rows:
         policy = policies[row["address_id"]]
@@ -128,7 +139,7 @@ def load_statuses(
         if policy is not None and policy.max_cost_per_intent_usd is not None:
             costs = _store.intent_costs(conn, row["org"], (intent_ids or {}).get(row["address"], ()))
         out[row["address"]] = evaluate(row["address"], row["address_id"], row["state"], policy,
-                                       totals.get(row["address_id"], {}), now, costs)
+                                       totals.get(row["address_id"], {}), now, costs, identical.get(row["address_id"], 0))
     return out
 
 

@@ -33,8 +33,8 @@ from pydantic import (
 from .._attribution import validate_address
 from .._money import from_usd
 from .._protocol import (
-    CLIENT_BLOCK_SOURCES, INTENT_ID_PATTERN, MAX_BATCH, MAX_BLOCKS, MAX_CALL_USD, MAX_COUNT, MAX_ENTRY_USD,
-    intent_id_problem, money, parse_iso,
+    CLIENT_BLOCK_SOURCES, FINGERPRINT_PATTERN, INTENT_ID_PATTERN, MAX_BATCH, MAX_BLOCKS, MAX_CALL_USD, MAX_COUNT,
+    MAX_ENTRY_USD, MAX_REPEATS, intent_id_problem, money, parse_iso,
 )
 from ._windows import zone
 
@@ -196,6 +196,10 @@ class HeartbeatEntry(_Strict):
         default_factory=dict
     )
     pricing_version: Annotated[str, Field(max_length=300)] | None = None
+    #: Our extension (schema 7): identical requests this entry's agent × intent made, by keyed fingerprint
+    #: (counts only, never content). Sent only for agents with ``max_identical_requests_per_hour``.
+    repeats: Annotated[dict[Annotated[str, Field(pattern=FINGERPRINT_PATTERN)], Annotated[int, Field(ge=1, le=MAX_COUNT, strict=True)]],
+                       Field(max_length=MAX_REPEATS)] = Field(default_factory=dict)
 
 
 def _instant(value: Any) -> float:
@@ -298,6 +302,9 @@ class CostPolicy(_Strict):
     max_cost_per_intent_usd: LimitMoney | None = None
     max_intents_per_day: Annotated[int, Field(ge=1, le=MAX_COUNT, strict=True)] | None = None
     max_intents_per_hour: Annotated[int, Field(ge=1, le=MAX_COUNT, strict=True)] | None = None
+    #: Loop detection: at most this many identical requests (same model and content, by keyed fingerprint)
+    #: per agent per hour; the next one is a breach handled by ``action_on_breach``. Off when unset.
+    max_identical_requests_per_hour: Annotated[int, Field(ge=1, le=MAX_COUNT, strict=True)] | None = None
     #: ``alert`` is AXME's spelling of ``notify`` (stored as ``notify``); ``require_approval`` pauses the agent
     #: until an admin resumes it.
     action_on_breach: Annotated[Literal["block", "notify", "pause", "kill", "require_approval"],
@@ -350,7 +357,7 @@ class CostPolicy(_Strict):
 
 
 MONEY_FIELDS = ("max_cost_per_hour_usd", "max_cost_per_day_usd", "max_cost_per_month_usd", "max_cost_per_intent_usd")
-COUNT_FIELDS = ("max_intents_per_hour", "max_intents_per_day")
+COUNT_FIELDS = ("max_intents_per_hour", "max_intents_per_day", "max_identical_requests_per_hour")
 RATE_FIELDS = ("unpriced_input_usd_per_1m", "unpriced_output_usd_per_1m")
 LIMIT_FIELDS = MONEY_FIELDS + COUNT_FIELDS
 

@@ -70,6 +70,26 @@ def test_demo_blocks_the_runaway_loop_and_summarises(tmp_path: Path) -> None:
         httpx.get(str(summary["dashboard_url"]), timeout=5)
 
 
+def test_loop_policy_stops_the_runaway_long_before_the_money_policy(tmp_path: Path) -> None:
+    """``--loop-policy``: the runaway re-sends the same research prompts on every pass, so the loop detector
+    (3 identical requests an hour) stops it on its fourth pass, at a small part of the $2/day budget."""
+    done, summary = run_demo(tmp_path, "--loop-policy", "--speed", "25", "--max-seconds", "120")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert summary["blocked"] is True and summary["loop_limit"] == 3
+    assert summary["stopped_by"] == "max_identical_requests_per_hour"
+    assert "max_identical_requests_per_hour" in str(summary["stop_message"])
+    budget = Decimal(summary["budget_usd"])  # type: ignore[arg-type]
+    at_stop = Decimal(summary["spent_when_stopped_usd"])  # type: ignore[arg-type]
+    recorded = Decimal(summary["gateway_spent_usd"])  # type: ignore[arg-type]
+    assert budget == 2 and 0 < at_stop == recorded < budget / 4  # far below the money limit, all of it recorded
+    # Three full passes over the eight tickets (two research-agent calls each), then the first repeat is refused.
+    assert summary["research_calls"] == 3 * 8 * 2
+    assert summary["upstream_requests"] == summary["research_calls"] + summary["triage_calls"]  # the refused one never went out
+    assert summary["triage_after_block_ok"] is True
+    closing = " ".join(done.stdout.rsplit("summary", 1)[1].split())
+    assert "stopped by max_identical_requests_per_hour" in closing
+
+
 def test_demo_rejects_bad_flags(tmp_path: Path) -> None:
     done, _ = run_demo(tmp_path, "--budget", "-1")
     assert done.returncode == 2 and "positive amount" in done.stderr

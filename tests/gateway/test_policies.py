@@ -62,6 +62,12 @@ async def test_put_get_delete_roundtrip_before_the_agent_ever_reported(gateway: 
         ({"max_cost_per_day_usd": "5", "notify": {"pager": "x"}}, "notify.pager"),
         ({}, ""),
         ({"action_on_breach": "block"}, ""),
+        ({"max_identical_requests_per_hour": 0}, "max_identical_requests_per_hour"),
+        ({"max_identical_requests_per_hour": -3}, "max_identical_requests_per_hour"),
+        ({"max_identical_requests_per_hour": 2.5}, "max_identical_requests_per_hour"),
+        ({"max_identical_requests_per_hour": "10"}, "max_identical_requests_per_hour"),
+        ({"max_identical_requests_per_hour": True}, "max_identical_requests_per_hour"),
+        ({"max_identical_requests_per_hour": 10**13}, "max_identical_requests_per_hour"),
     ],
 )
 async def test_bad_policies_are_422_naming_the_field(gateway: InProcessGateway, agent: str, body: dict[str, Any], field: str) -> None:
@@ -211,3 +217,109 @@ async def test_lease_splits_remaining_between_live_client_instances(gateway: InP
     gw.set_clock("2026-11-28T12:01:30Z")  # instance bbbb has gone quiet for 90 s
     alone = (await send(http, entry(agent, "0.00", id="hb_aaaa_3_0"))).json()["agents"][agent]["policies"][0]
     assert alone["remaining"] == "0.60" and alone["lease"] == "0.60"
+
+
+# -- loop detection: max_identical_requests_per_hour --------------------------------------------------------------
+
+FP_A, FP_B = "0123456789abcdef", "fedcba9876543210"
+
+
+def _repeats(agent: str, counts: dict[str, int], *, id: str | None = None, intent: str | None = "int_loop") -> dict[str, Any]:
+    return {**entry(agent, "0.01", id=id, intent=intent), "repeats": counts}
+
+
+async def test_loop_policy_sums_repeats_across_processes_and_blocks_past_the_limit(gateway: InProcessGateway, agent: str) -> None:
+    http = gateway.http
+    await http.put(policy_path(agent), json={"max_identical_requests_per_hour": 5, "action_on_breach": "block"})
+    first = await send(http, _repeats(agent, {FP_A: 3, FP_B: 1}, id="hb_aaaa_1_0"))
+    assert first.status_code == 200
+    loop = first.json()["agents"][agent]["loop"]
+    assert (loop["limit"], loop["action"], loop["max"], loop["breached"]) == (5, "block", 3, False)
+    assert loop["counts"] == {FP_A: 3, FP_B: 1} and len(bytes.fromhex(loop["key"])) == 32
+    assert loop["resets_at"] == "2026-11-28T13:00:00Z"
+    assert all(p["name"] != "max_identical_requests_per_hour" for p in first.json()["agents"][agent]["policies"])
+    replay = await send(http, _repeats(agent, {FP_A: 3, FP_B: 1}, id="hb_aaaa_1_0"))
+    assert replay.json()["results"][0]["status"] == "duplicate" and replay.json()["agents"][agent]["loop"]["max"] == 3
+    other = await send(http, _repeats(agent, {FP_A: 2}, id="hb_bbbb_1_0"))  # another process: 3 + 2 = 5, at the limit
+    assert other.status_code == 200 and other.json()["agents"][agent]["loop"]["counts"][FP_A] == 5
+    assert other.json()["agents"][agent]["loop"]["key"] == loop["key"]  # one key per org
+    past = await send(http, _repeats(agent, {FP_A: 1}, id="hb_cccc_1_0"))
+    assert past.status_code == 429
+    err = past.json()["error"]
+    assert err["policy"] == "max_identical_requests_per_hour" and (err["limit"], err["spent"]) == ("5", "6")
+    assert past.json()["agents"][agent]["state"] == "blocked"
+    refused = await http.post("/v1/mesh/intents", json={"agent": agent})
+    assert refused.status_code == 429
+    events = (await http.get("/v1/mesh/events")).json()["events"]
+    detected = [e["data"] for e in events if e["type"] == "loop.detected"]
+    assert detected == [{**detected[0], "agent": agent, "intent": "int_loop", "count": 6, "limit": "5", "fingerprint": FP_A}]
+    gateway.set_clock("2026-11-28T13:00:01Z")  # a new hour: counts start again and the block lifts
+    fresh = await send(http, _repeats(agent, {FP_A: 1}, id="hb_cccc_2_0"))
+    assert fresh.status_code == 200 and fresh.json()["agents"][agent]["loop"]["counts"] == {FP_A: 1}
+
+
+async def test_loop_pause_pauses_once_per_hour(gateway: InProcessGateway, agent: str) -> None:
+    http = gateway.http
+    await http.put(policy_path(agent), json={"max_identical_requests_per_hour": 2, "action_on_breach": "pause"})
+    paused = await send(http, _repeats(agent, {FP_A: 3}))
+    assert paused.status_code == 429 and paused.json()["agents"][agent]["state"] == "paused"
+    assert (await http.post(f"/v1/mesh/agents/{path(agent)}/resume")).status_code == 200
+    again = await send(http, _repeats(agent, {FP_A: 1}))  # an admin's resume sticks for the rest of the hour
+    assert again.status_code == 200 and again.json()["agents"][agent]["state"] == "active"
+
+
+async def test_other_orgs_get_another_key_and_policies_without_the_field_no_loop(gateway: InProcessGateway, agent: str) -> None:
+    http = gateway.http
+    other = "agent://otherorg/prod/bot"
+    for a in (agent, other):
+        await http.put(policy_path(a), json={"max_identical_requests_per_hour": 5})
+    keys = {a: (await send(http, _repeats(a, {FP_A: 1}))).json()["agents"][a]["loop"]["key"] for a in (agent, other)}
+    assert keys[agent] != keys[other]
+    plain = agent + "-plain"
+    await http.put(policy_path(plain), json={"max_cost_per_day_usd": "5"})
+    answer = (await send(http, _repeats(plain, {FP_A: 50}))).json()["agents"][plain]
+    assert "loop" not in answer and answer["state"] == "active"  # counts for an agent without the field are ignored
+
+
+@pytest.mark.parametrize("repeats", [{"XYZ": 1}, {FP_A: 0}, {FP_A: "3"}, {FP_A: 1.5}, {"0123456789ABCDEF": 1}, []])
+async def test_bad_repeats_refuse_only_their_entry(gateway: InProcessGateway, agent: str, repeats: Any) -> None:
+    resp = await send(gateway.http, {**entry(agent), "repeats": repeats}, entry(agent))
+    assert resp.status_code == 200
+    results = resp.json()["results"]
+    assert results[0]["status"] == "error" and results[0]["error"]["field"].startswith("heartbeats.0.repeats")
+    assert results[1]["status"] == "recorded"
+
+
+def test_schema_4_databases_upgrade_to_loop_detection(tmp_path: Path, db_url: str) -> None:
+    """A database a gateway before loop detection made (no org secrets, no repeat counts) upgrades on start."""
+    from sqlalchemy import text
+
+    from axme_meter.gateway._db import SCHEMA_VERSION, make_engine
+    from support.gateway_helpers import send as send_sync
+    from support.gateway_process import GatewayProcess
+
+    agent = "agent://acme/production/upgraded"
+    with GatewayProcess(tmp_path / "a", db_url=db_url) as gw, gw.client() as http:
+        assert http.put(policy_path(agent), json={"max_cost_per_day_usd": "5"}).status_code == 200
+        assert send_sync(http, entry(agent, "1.00", id="hb_old_1_1")).json()["results"][0]["status"] == "recorded"
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE axme_repeats"))
+            conn.execute(text("DROP TABLE axme_org_secrets"))
+            conn.execute(text("UPDATE axme_schema_version SET version = 4"))
+    finally:
+        engine.dispose()
+    with GatewayProcess(tmp_path / "b", db_url=db_url) as gw, gw.client() as http:
+        assert send_sync(http, entry(agent, "1.00", id="hb_old_1_1")).json()["results"][0]["status"] == "duplicate"
+        put = http.put(policy_path(agent), json={"max_cost_per_day_usd": "5", "max_identical_requests_per_hour": 2})
+        assert put.status_code == 200
+        answer = send_sync(http, _repeats(agent, {FP_A: 3}))
+        assert answer.status_code == 429 and answer.json()["agents"][agent]["loop"]["max"] == 3
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT version FROM axme_schema_version")).scalar() == SCHEMA_VERSION == 7
+            assert conn.execute(text("SELECT count(*) FROM axme_org_secrets")).scalar() == 1
+    finally:
+        engine.dispose()

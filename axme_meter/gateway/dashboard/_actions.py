@@ -18,7 +18,7 @@ from starlette.datastructures import FormData
 from .. import _commands
 from .._auth import Principal
 from .._errors import ApiError
-from .._schemas import LIMIT_FIELDS, RATE_FIELDS, CostPolicy
+from .._schemas import COUNT_FIELDS, LIMIT_FIELDS, RATE_FIELDS, CostPolicy
 from ..routes._common import validate
 
 #: The menus, (value, label) as the API accepts them; AXME's ``alert`` is the API's spelling of ``notify``
@@ -59,7 +59,7 @@ def policy_body(form: FormData) -> dict[str, Any]:
     for name in LIMIT_FIELDS:
         raw = str(form.get(name) or "").strip()
         if raw:
-            body[name] = _number(raw) if name.startswith("max_intents") else raw
+            body[name] = _number(raw) if name in COUNT_FIELDS else raw
     for name in SINGLE_FIELDS:
         raw = str(form.get(name) or "").strip()
         if raw:

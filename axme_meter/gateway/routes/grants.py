@@ -51,6 +51,8 @@ async def create_grants(request: Request) -> JSONResponse:
         "unlimited": not outcome.grants,
         "call_cost_usd": money(outcome.call_cost),
     }
+    if status.loop is not None:
+        answer["loop"] = status.loop
     rule = unpriced_rule(outcome.policy, gw.settings.unpriced_rates or (await snapshot(gw.prices)).dearest)
     if rule is not None:
         answer["unpriced"] = rule
