@@ -32,7 +32,7 @@ from sqlalchemy import and_, func, select, true
 from sqlalchemy.engine import Connection
 
 from .._attribution import InvalidAgentAddress, validate_address
-from . import _store
+from . import _approvals, _store
 from ._db import agents, counters, events, intents
 from ._policies import AgentStatus, evaluate, windows_needed
 from ._redact import redact_event
@@ -97,7 +97,14 @@ def load_status(conn: Connection, row: Mapping[Any, Any], now: datetime, intent_
     costs: dict[str, int] = {}
     if policy is not None and policy.max_cost_per_intent_usd is not None:
         costs = _store.intent_costs(conn, row["org"], intent_ids)
-    return evaluate(row["address"], row["address_id"], row["state"], policy, totals, now, costs)
+    raises = _raises(conn, [row["address_id"]], policy is not None and policy.action_on_breach == "require_approval", now)
+    return evaluate(row["address"], row["address_id"], row["state"], policy, totals, now, costs,
+                    raises.get(row["address_id"]))
+
+
+def _raises(conn: Connection, ids: Sequence[str], wanted: bool, now: datetime) -> dict[str, dict[tuple[str, int], int]]:
+    """Approved raises (``_approvals``), read only for agents whose policy asks for approvals."""
+    return _approvals.active_raises(conn, ids, int(now.timestamp())) if wanted and ids else {}
 
 
 def load_statuses(
@@ -113,6 +120,8 @@ def load_statuses(
             starts = window_starts(now, policy.timezone if policy else None)
             wanted[row["address_id"]] = {w: starts[w] for w in needed}
     totals = _store.read_totals_many(conn, wanted)
+    approving = [aid for aid, p in policies.items() if p is not None and p.action_on_breach == "require_approval"]
+    raises = _raises(conn, approving, True, now)
     out: dict[str, AgentStatus] = {}
     for row in rows:
         policy = policies[row["address_id"]]
@@ -120,7 +129,7 @@ def load_statuses(
         if policy is not None and policy.max_cost_per_intent_usd is not None:
             costs = _store.intent_costs(conn, row["org"], (intent_ids or {}).get(row["address"], ()))
         out[row["address"]] = evaluate(row["address"], row["address_id"], row["state"], policy,
-                                       totals.get(row["address_id"], {}), now, costs)
+                                       totals.get(row["address_id"], {}), now, costs, raises.get(row["address_id"]))
     return out
 
 
