@@ -8,7 +8,11 @@ it paused; replayed, expired, forged and cross-org decisions get a 4xx and chang
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ import httpx
 import pytest
 
 from support.gateway_helpers import entry, path, policy_path, send
-from support.gateway_process import GatewayProcess
+from support.gateway_process import ROOT, GatewayProcess
 from support.polling import wait_for
 from support.receivers import SMTPReceiver
 from support.slack import SlackWorkspace
@@ -218,3 +222,45 @@ def test_bad_policy_fields_are_refused(setup: Any) -> None:
                                                   "approval_raise_usd": "0.25"})
         assert resp.status_code == 200 and resp.json()["approval_raise_usd"] == "0.25"
         assert http.get("/v1/mesh/approvals", params={"state": "bogus"}).status_code == 422
+
+
+def _cli(*args: str, clock_file: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AXME_")}
+    env["PYTHONPATH"] = str(ROOT)
+    if clock_file is not None:  # --db decides at the gateway's (test) time
+        env["AXME_GATEWAY_CLOCK_FILE"] = str(clock_file)
+    return subprocess.run([sys.executable, "-m", "axme_meter", *args], capture_output=True, text=True, env=env,
+                          cwd=str(ROOT), timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_cli_lists_approves_and_denies(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'gw.sqlite3'}"
+    with GatewayProcess(tmp_path, db_url=db, clock=NOON) as gw, gw.client() as http:
+        assert http.put(policy_path(AGENT), json={"max_cost_per_day_usd": "1", "action_on_breach": "require_approval"}
+                        ).status_code == 200
+        first = _breach(gw, http)
+        remote = ("--gateway", gw.url, "--api-key", gw.admin_key)
+        listed = _cli("approvals", "list", *remote)
+        assert listed.returncode == 0 and first["id"] in listed.stdout and "pending" in listed.stdout, listed.stderr
+        as_json = json.loads(_cli("approvals", "list", "--state", "all", "--json", *remote).stdout)
+        assert [a["id"] for a in as_json["approvals"]] == [first["id"]]
+        approved = _cli("approvals", "approve", first["id"], *remote)
+        assert approved.returncode == 0 and "approved" in approved.stdout and "$2.00" in approved.stdout, approved.stderr
+        again = _cli("approvals", "approve", first["id"], *remote)
+        assert again.returncode == 1 and "already approved" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+        assert _state(http) == "active"
+
+        second = _breach(gw, http, "1")
+        denied = _cli("approvals", "deny", second["id"], "--db", db, clock_file=gw.clock_file)
+        assert denied.returncode == 0 and "stays paused" in denied.stdout, denied.stderr
+        assert _state(http) == "paused"
+        by = {e["data"]["approval_id"]: e["data"]["by"] for e in _events(http, "approval.approved") + _events(http, "approval.denied")}
+        assert by == {first["id"]: _prefix(gw.admin_key), second["id"]: "cli"}
+        missing = _cli("approvals", "deny", "apr_nope", "--db", db)
+        assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+def _prefix(key: str) -> str:
+    from axme_meter.gateway._store import key_prefix
+
+    return key_prefix(key)
