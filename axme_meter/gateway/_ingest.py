@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from .._protocol import CONFLICT, DUPLICATE, RECORDED, entry_result, money
-from . import _approvals, _client_blocks, _grants, _reprice, _store
+from . import _approvals, _client_blocks, _grants, _reprice, _spend_rate, _store
 from ._alerts import Alert
 from ._auth import Principal
 from ._db import write_conn
@@ -131,7 +131,9 @@ def _ingest_tx(conn: Connection, entries: Sequence[HeartbeatEntry], addresses: S
     statuses = load_statuses(conn, [rows[_store.address_id(a)] for a in unique], now, intents_here)
     for address in unique:
         statuses[address].instances = live[_store.address_id(address)]
-        alerts.extend(after_evaluation(conn, rows[_store.address_id(address)], statuses[address], ts))
+        row = rows[_store.address_id(address)]
+        alerts.extend(after_evaluation(conn, row, statuses[address], ts))
+        alerts.extend(_spend_rate.check(conn, row, parse_policy(row["policy"]), now))
     results = [
         entry_result(entry_id, status, CONFLICT if status == CONFLICT else None, reason, "id" if reason else None)
         for entry_id, (status, reason) in zip(ids, outcomes)

@@ -299,6 +299,9 @@ def _spend_rate_multiple(value: Any) -> Decimal:
                'usual hourly spend)')
     if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
         raise ValueError(f"must be a decimal number greater than 1, {example}")
+    if isinstance(value, str) and not re.fullmatch(MONEY_PATTERN, value):
+        raise ValueError(f"must be a decimal number greater than 1 written as digits with an optional fraction, "
+                         f"{example}; got {value!r}")
     try:
         multiple = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value).strip())
     except InvalidOperation:
