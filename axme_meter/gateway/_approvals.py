@@ -22,6 +22,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import select, update
@@ -64,6 +65,11 @@ class Approval:
                    int(row["window_start"]), int(row["resets_at"]), int(row["limit_pico"]), int(row["spent_pico"]),
                    int(row["raise_pico"]), row["state"], int(row["created_at"]), row["decided_at"], row["decided_by"],
                    row["channel"])
+
+    @property
+    def resets(self) -> datetime:
+        """``resets_at`` as an aware datetime (for people: the dashboard shows it in the agent's timezone)."""
+        return datetime.fromtimestamp(self.resets_at, timezone.utc)
 
     def shown_state(self, now: int) -> str:
         """``expired`` for a pending request whose window has ended (it can no longer be decided)."""
