@@ -264,3 +264,40 @@ def _prefix(key: str) -> str:
     from axme_meter.gateway._store import key_prefix
 
     return key_prefix(key)
+
+
+def test_a_previous_schema_database_upgrades_and_then_asks_for_approval(tmp_path: Path, db_url: str) -> None:
+    """A database a schema-4/5 gateway left (no approvals, no gateway secrets) gains both at start; its agents,
+    policies and spend are kept, and require_approval then works on it."""
+    from sqlalchemy import text
+
+    from axme_meter.gateway._db import SCHEMA_VERSION, make_engine
+
+    with GatewayProcess(tmp_path / "a", db_url=db_url, clock=NOON) as gw, gw.client() as http:
+        assert http.put(policy_path(AGENT), json={"max_cost_per_day_usd": "1", "action_on_breach": "require_approval"}
+                        ).status_code == 200
+        send(http, entry(AGENT, "0.4"))
+    engine = make_engine(db_url)
+    try:  # what the previous schema had: neither table of schema 6
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE axme_approvals"))
+            conn.execute(text("DROP TABLE axme_gateway_secrets"))
+            conn.execute(text("UPDATE axme_schema_version SET version = 4"))
+    finally:
+        engine.dispose()
+    with SMTPReceiver() as smtp, GatewayProcess(tmp_path / "b", db_url=db_url, clock=NOON,
+                                                env={"AXME_GATEWAY_SMTP_URL": smtp.url}) as gw, gw.client() as http:
+        assert http.get("/v1/mesh/approvals").json()["approvals"] == []
+        http.put(policy_path(AGENT), json={"max_cost_per_day_usd": "1", "action_on_breach": "require_approval",
+                                           "notify": {"email": [OWNER]}}).raise_for_status()
+        request = _breach(gw, http, "0.7")
+        assert request["spent"] == "1.10"  # the spend booked before the upgrade counts
+        assert httpx.post(_links(smtp)["approve"], timeout=30).status_code == 200
+        assert _state(http) == "active"
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT version FROM axme_schema_version")).scalar() == SCHEMA_VERSION == 6
+            assert conn.execute(text("SELECT count(*) FROM axme_gateway_secrets")).scalar() == 1
+    finally:
+        engine.dispose()
