@@ -34,8 +34,8 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 def verify(secret: str | None, headers: Any, body: bytes, now: int) -> None:
     """Refuse (4xx, machine-readable) unless the request carries a fresh, valid Slack v0 signature."""
     if not secret:
-        raise ApiError(503, "slack_not_configured", "Slack callbacks are off: set AXME_GATEWAY_SLACK_SIGNING_SECRET "
-                       "to the Slack app's signing secret", {})
+        raise ApiError(404, "slack_not_configured", "Slack callbacks are off on this gateway: set "
+                       "AXME_GATEWAY_SLACK_SIGNING_SECRET to the Slack app's signing secret", {})
     timestamp = headers.get("x-slack-request-timestamp") or ""
     given = headers.get("x-slack-signature") or ""
     if not timestamp.isdigit() or not given:
