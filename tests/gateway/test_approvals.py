@@ -102,6 +102,10 @@ def test_slack_approve_raises_the_limit_resumes_and_refuses_replays_and_forgerie
         assert answer.status_code == 200
         day = next(p for p in answer.json()["agents"][AGENT]["policies"] if p["name"] == "max_cost_per_day_usd")
         assert (day["limit"], day["spent"], day["remaining"]) == ("2.00", "1.30", "0.70")  # raised for this window
+        detail = http.get(f"/v1/mesh/agents/{path(AGENT)}").json()
+        assert [(p["limit"], p["remaining"]) for p in detail["policies"] if p["name"] == "max_cost_per_day_usd"] == [("2.00", "0.70")]
+        listed = http.get("/v1/mesh/agents", params={"limit": 10}).json()["agents"]
+        assert [p["limit"] for a in listed for p in a["policies"] if p["name"] == "max_cost_per_day_usd"] == ["2.00"]
         assert _state(http) == "active"
 
         replay = slack.click(gw.url, message, "approve", user="U0APPROVER", at=NOON_TS + 5)
