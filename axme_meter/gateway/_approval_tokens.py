@@ -54,6 +54,11 @@ def load_secret(engine: Engine, configured: str | None, now: int) -> bytes:
     return str(value).encode()
 
 
+def _same(expected: str, given: str) -> bool:
+    """Constant-time comparison that also takes non-ASCII input (``compare_digest`` refuses non-ASCII ``str``)."""
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass"))
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -83,7 +88,7 @@ class ApprovalSigner:
     def verify(self, token: str, now: int, channel: str) -> Claims:
         """The claims of a genuine, unexpired token for ``channel``; a 403 (forged) or 410 (expired) otherwise."""
         body, _, signature = token.partition(".")
-        if not body or not signature or len(token) > 2000 or not hmac.compare_digest(self._sign_safe(body), signature):
+        if not body or not signature or len(token) > 2000 or not _same(self._sign_safe(body), signature):
             raise ApiError(403, "invalid_token", "this approval link or button is not one the gateway signed "
                            "(altered, truncated or from another gateway); nothing was changed", {"field": "token"})
         data: dict[str, Any] = json.loads(_unb64(body))

@@ -45,7 +45,7 @@ def verify(secret: str | None, headers: Any, body: bytes, now: int) -> None:
         raise ApiError(401, "stale_request", f"X-Slack-Request-Timestamp is more than {MAX_SKEW_SECONDS} s from the "
                        "gateway's clock (a replayed or delayed request); nothing was changed",
                        {"field": "x-slack-request-timestamp"})
-    if not hmac.compare_digest(signature(secret, timestamp, body), given):
+    if not hmac.compare_digest(signature(secret, timestamp, body).encode(), given.encode("utf-8", "surrogatepass")):
         raise ApiError(401, "invalid_signature", "X-Slack-Signature does not match the body under the signing secret; "
                        "nothing was changed", {"field": "x-slack-signature"})
 

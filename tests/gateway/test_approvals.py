@@ -182,6 +182,13 @@ def test_expired_forged_and_cross_org_decisions_change_nothing(setup: Any) -> No
         body, signature = token.split(".")
         forged = httpx.post(f"{gw.url}/v1/approvals/links/{body}.{signature[::-1]}", timeout=30)
         assert forged.status_code == 403 and forged.json()["error"]["code"] == "invalid_token"
+        for junk in ("%C3%A9.%C3%A9", f"{body}.%C3%A9", "x" * 2100, "a.b", f"{body}."):
+            refused = httpx.post(f"{gw.url}/v1/approvals/links/{junk}", timeout=30)
+            assert refused.status_code == 403 and refused.json()["error"]["code"] == "invalid_token", junk
+        body_bytes = slack.interaction(message, "approve", "U1")
+        odd = httpx.post(f"{gw.url}/v1/slack/interactions", content=body_bytes, timeout=30,
+                         headers=[(b"x-slack-request-timestamp", str(NOON_TS).encode()), (b"x-slack-signature", b"v0=\xe9\xff")])
+        assert odd.status_code == 401 and odd.json()["error"]["code"] == "invalid_signature"
         slack_token_by_mail = httpx.post(f"{gw.url}/v1/approvals/links/{slack.button(message, 'approve')['value']}", timeout=30)
         assert slack_token_by_mail.status_code == 403
         assert _state(http) == "paused"
