@@ -54,7 +54,7 @@ class Alert:
     spent: str
     resets_at: str | None
     notify: dict[str, Any] = field(default_factory=dict)
-    kind: str = "budget"
+    kind: str = "budget"  # budget | spend_rate | approval | slack_update (a decided request's Slack message)
     details: dict[str, Any] | None = None
 
     def text(self) -> str:
@@ -62,6 +62,8 @@ class Alert:
             d = self.details
             return (f"[axme-meter] approval needed: {self.agent} is paused, {d['policy']} spent ${d['spent']} of "
                     f"${d['limit']}; approving raises it by ${d['raise']} until {d['resets_at']} ({d['id']})")
+        if self.kind == "slack_update" and self.details:
+            return str(self.details.get("text", ""))
         if self.kind == "spend_rate" and self.details:
             d = self.details
             return (f"[axme-meter] {self.agent} is spending fast: ${d['projected']} projected this hour, "
@@ -252,6 +254,8 @@ class Dispatcher:
                      for decision in ("approve", "deny"))
 
     def _slack_body(self, alert: Alert) -> dict[str, Any]:
+        if alert.kind == "slack_update" and alert.details:
+            return alert.details  # a decided request's message, replacing the buttons (``_slack.decided_message``)
         tokens = self._tokens(alert, "slack", "slack")
         if tokens is None or alert.details is None:
             return {"text": alert.text()}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -50,18 +51,40 @@ def verify(secret: str | None, headers: Any, body: bytes, now: int) -> None:
                        "nothing was changed", {"field": "x-slack-signature"})
 
 
-def parse_action(body: bytes) -> tuple[str, str, str]:
-    """``(decision, button value, Slack user id)`` of a ``block_actions`` interaction (form field ``payload``)."""
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    decision: str  # approve | deny
+    value: str  # the button's value: a signed approval token
+    user: str  # the Slack user id who clicked
+    response_url: str | None  # where Slack takes the replacement of the message (``None`` if absent or not https)
+
+
+def parse_action(body: bytes) -> Interaction:
+    """The click in a ``block_actions`` interaction (form field ``payload``)."""
     try:
         payload = json.loads(parse_qs(body.decode("utf-8"), strict_parsing=True)["payload"][0])
         action = payload["actions"][0]
         decision = ACTIONS[action["action_id"]]
-        user = str(payload.get("user", {}).get("id") or "unknown")
+        user = str(payload.get("user", {}).get("id") or "unknown")[:64]
         value = str(action["value"])
+        response_url = payload.get("response_url")
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         raise ApiError(400, "invalid_interaction", "expected a Slack block_actions payload from an axme-meter "
                        "Approve/Deny button; nothing was changed", {"field": "payload"}) from None
-    return decision, value, user
+    url = response_url if isinstance(response_url, str) and response_url.startswith(("https://", "http://")) \
+        and len(response_url) <= 2000 else None
+    return Interaction(decision, value, user, url)
+
+
+def decided_message(approval: dict[str, Any], user: str) -> dict[str, Any]:
+    """What replaces the request in Slack once decided (posted to the interaction's ``response_url``)."""
+    verb = "Approved" if approval["state"] == "approved" else "Denied"
+    effect = (f"{approval['policy']} is ${approval['new_limit']} until {approval['resets_at']}; the agent is resumed"
+              if approval["state"] == "approved" else "the agent stays paused")
+    text = f"{verb} by <@{user}>: {approval['agent']} ({approval['id']}): {effect}."
+    return {"replace_original": True, "text": text,
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": f":white_check_mark: {text}"
+                                                    if approval["state"] == "approved" else f":no_entry: {text}"}}]}
 
 
 def message(summary: str, approval: dict[str, Any], approve_value: str, deny_value: str) -> dict[str, Any]:

@@ -108,6 +108,9 @@ def test_slack_approve_raises_the_limit_resumes_and_refuses_replays_and_forgerie
         assert [p["limit"] for a in listed for p in a["policies"] if p["name"] == "max_cost_per_day_usd"] == ["2.00"]
         assert _state(http) == "active"
 
+        update = wait_for(slack.updates, "the decided message for Slack's response_url")[0]
+        assert update["replace_original"] is True and "Approved by <@U0APPROVER>" in update["text"]
+        assert "actions" not in {b["type"] for b in update["blocks"]}  # the buttons are gone
         replay = slack.click(gw.url, message, "approve", user="U0APPROVER", at=NOON_TS + 5)
         assert replay.status_code == 409 and replay.json()["error"]["code"] == "approval_decided"
         deny_after = slack.click(gw.url, message, "deny", user="U0OTHER", at=NOON_TS + 6)

@@ -51,6 +51,10 @@ class SlackWorkspace:
 
         return wait_for(found, f"Slack approval message #{count}")  # type: ignore[no-any-return]
 
+    def updates(self) -> list[dict[str, Any]]:
+        """What the gateway posted to the interactions' ``response_url`` (the decided messages)."""
+        return list(self._hooks.posts("/actions/T000/1/response"))
+
     @staticmethod
     def button(message: dict[str, Any], decision: str) -> dict[str, Any]:
         actions = next(b for b in message["blocks"] if b.get("type") == "actions")
@@ -59,7 +63,7 @@ class SlackWorkspace:
     def interaction(self, message: dict[str, Any], decision: str, user: str, value: str | None = None) -> bytes:
         button = self.button(message, decision)
         payload = {"type": "block_actions", "user": {"id": user, "username": user.lower()}, "team": {"id": "T000"},
-                   "response_url": "https://hooks.slack.invalid/actions/T000/1/x",
+                   "response_url": self._hooks.url("/actions/T000/1/response"),
                    "actions": [{"action_id": button["action_id"], "block_id": "b", "value": value or button["value"],
                                 "type": "button", "action_ts": "1"}]}
         return urlencode({"payload": json.dumps(payload)}).encode()

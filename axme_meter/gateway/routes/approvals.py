@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 
 from .. import _commands, _slack
+from .._alerts import Alert
 from .._approval_tokens import Claims
 from .._errors import ApiError
 from ._common import gateway, principal
@@ -109,15 +110,19 @@ async def slack_interaction(request: Request) -> JSONResponse:
         raise ApiError(413, "payload_too_large", f"body larger than {_MAX_CALLBACK_BYTES} bytes")
     now = gw.clock.now()
     _slack.verify(gw.settings.slack_signing_secret, request.headers, body, int(now.timestamp()))
-    decision, value, user = _slack.parse_action(body)
+    click = _slack.parse_action(body)
     signer = gw.dispatcher.approvals
     assert signer is not None
-    claims = signer.verify(value, int(now.timestamp()), "slack")
-    if claims.decision != decision:
+    claims = signer.verify(click.value, int(now.timestamp()), "slack")
+    if claims.decision != click.decision:
         raise ApiError(403, "invalid_token", "the button's value is for another decision; nothing was changed",
                        {"field": "actions.0.value"})
-    answer = await run_in_threadpool(_commands.decide_by_token, gw.engine, claims.org, claims.approval_id, decision,
-                                     f"slack:{user}", "slack", now)
+    answer = await run_in_threadpool(_commands.decide_by_token, gw.engine, claims.org, claims.approval_id, click.decision,
+                                     f"slack:{click.user}", "slack", now)
     approval = answer["approval"]
-    return JSONResponse({"ok": True, "replace_original": True, "approval": approval, "agent_state": answer["agent_state"],
-                         "text": f"{approval['agent']}: {approval['state']} by <@{user}> ({approval['id']})"})
+    update = _slack.decided_message(approval, click.user)
+    if click.response_url:  # replace the buttons with the outcome, like any Slack app (delivered in the background)
+        gw.dispatcher.submit([Alert(claims.org, approval["address_id"], approval["agent"], approval["policy"], "decision",
+                                    approval["limit"], approval["spent"], approval["resets_at"],
+                                    {"slack_webhook": click.response_url}, kind="slack_update", details=update)])
+    return JSONResponse({"ok": True, **update, "approval": approval, "agent_state": answer["agent_state"]})
