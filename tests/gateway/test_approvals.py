@@ -42,7 +42,8 @@ def setup(tmp_path: Path, db_url: str) -> Iterator[tuple[GatewayProcess, SlackWo
         with GatewayProcess(tmp_path, db_url=db_url, clock=NOON, env=env) as gw:
             with gw.client() as http:
                 policy = {"max_cost_per_day_usd": "1", "action_on_breach": "require_approval", "alert_thresholds": [1.0],
-                          "notify": {"email": [OWNER], "slack_webhook": slack.webhook_url}}
+                          "notify": {"email": [OWNER], "slack_webhook": slack.webhook_url,
+                                     "webhook": slack.webhook_url.replace("/slack-hook", "/generic")}}
                 assert http.put(policy_path(AGENT), json=policy).status_code == 200
             yield gw, slack, smtp
 
@@ -82,6 +83,8 @@ def test_slack_approve_raises_the_limit_resumes_and_refuses_replays_and_forgerie
         assert (request["spent"], request["limit"], request["raise"], request["new_limit"]) == ("1.20", "1.00", "1.00", "2.00")
         message = slack.wait_for_message()
         assert request["id"] in message["blocks"][0]["text"]["text"]
+        hook = wait_for(lambda: slack.posts("/services/T000/B000/generic"), "the webhook's approval.requested")[0]
+        assert hook["type"] == "approval.requested" and hook["approval"]["id"] == request["id"]
 
         forged = slack.click(gw.url, message, "approve", user="U999", at=NOON_TS, secret="not-the-secret")
         assert forged.status_code == 401 and forged.json()["error"]["code"] == "invalid_signature"

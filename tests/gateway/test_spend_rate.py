@@ -40,7 +40,7 @@ def test_a_sudden_10x_rate_alerts_once_per_hour_and_the_normal_rate_never(tmp_pa
             GatewayProcess(tmp_path / "b", db_url=db_url, clock_file=clock, env=env) as two, \
             one.client() as a, two.client() as b:
         policy = {"max_cost_per_month_usd": "1000", "alert_on_spend_rate_multiple": "3", "alert_thresholds": [1.0],
-                  "notify": {"webhook": hooks.url("/rate")}}
+                  "notify": {"webhook": hooks.url("/rate"), "slack_webhook": hooks.url("/slack")}}
         stored = a.put(policy_path(AGENT), json=policy)
         assert stored.status_code == 200 and stored.json()["alert_on_spend_rate_multiple"] == "3"
 
@@ -66,8 +66,10 @@ def test_a_sudden_10x_rate_alerts_once_per_hour_and_the_normal_rate_never(tmp_pa
         assert first["projected"] == "0.72" and first["spent"] == "0.06"  # 12:00..12:05: six calls
         posts = wait_for(lambda: len(hooks.posts("/rate")) >= 2 and hooks.posts("/rate"), "two webhook deliveries")
         assert all(p["type"] == "spend_rate.alert" for p in posts)
-        wait_for(lambda: len(a.get("/v1/mesh/events", params={"type": "alert.sent"}).json()["events"]) == 2, "alert.sent x2")
-        assert len(hooks.posts("/rate")) == 2
+        slack = wait_for(lambda: len(hooks.posts("/slack")) >= 2 and hooks.posts("/slack"), "two Slack messages")
+        assert all("spending fast" in m["text"] and "x its usual $0.06 per hour (alert above 3x)" in m["text"] for m in slack), slack
+        wait_for(lambda: len(a.get("/v1/mesh/events", params={"type": "alert.sent"}).json()["events"]) == 4, "alert.sent x4")
+        assert len(hooks.posts("/rate")) == 2 and len(hooks.posts("/slack")) == 2
 
 
 def test_the_multiple_is_validated(tmp_path: Path) -> None:

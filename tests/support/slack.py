@@ -51,6 +51,10 @@ class SlackWorkspace:
 
         return wait_for(found, f"Slack approval message #{count}")  # type: ignore[no-any-return]
 
+    def posts(self, path: str) -> list[Any]:
+        """Anything else the gateway posted to this server (e.g. a generic webhook at another path)."""
+        return list(self._hooks.posts(path))
+
     def updates(self) -> list[dict[str, Any]]:
         """What the gateway posted to the interactions' ``response_url`` (the decided messages)."""
         return list(self._hooks.posts("/actions/T000/1/response"))
