@@ -43,7 +43,9 @@ DELIVERED = frozenset({RECORDED, DUPLICATE})
 INVALID, FORBIDDEN = "validation_error", "forbidden"
 #: Entry error codes that mean "try again later" (the gateway could not decide); every other error,
 #: and every ``conflict``, is final: the client quarantines the entry with its reason.
-RETRYABLE_ENTRY_CODES = frozenset({"unavailable", "internal_error", "timeout"})
+#: An entry for a new agent its org may not create yet (``AXME_GATEWAY_NEW_AGENTS_PER_MINUTE``): re-sent later.
+AGENT_CREATION_RATE_LIMITED = "agent_creation_rate_limited"
+RETRYABLE_ENTRY_CODES = frozenset({"unavailable", "internal_error", "timeout", AGENT_CREATION_RATE_LIMITED})
 
 #: Batch-level field in which a client reports the agents it stopped on its own since it last reported.
 BLOCKS = "blocks"
@@ -280,7 +282,7 @@ def client_block(agent: str, source: str, policy: str | None, limit: int | None,
 
 
 __all__ = [
-    "BLOCKS", "BLOCK_CODES", "CLIENT_BLOCK_SOURCES", "CONFLICT", "DELIVERED", "DUPLICATE", "ERROR", "FORBIDDEN",
+    "AGENT_CREATION_RATE_LIMITED", "BLOCKS", "BLOCK_CODES", "CLIENT_BLOCK_SOURCES", "CONFLICT", "DELIVERED", "DUPLICATE", "ERROR", "FORBIDDEN",
     "INTENT_ID_PATTERN", "INVALID", "MAX_BATCH", "MAX_BLOCKS", "MAX_CALL_USD", "MAX_COUNT", "MAX_ENTRY_USD", "RECORDED",
     "RETRYABLE_ENTRY_CODES", "AgentState", "BlockError", "EntryResult", "PolicyState", "client_block", "entry_result",
     "error_body", "intent_id_problem", "iso", "money", "parse_agents", "parse_error", "parse_iso", "parse_money",

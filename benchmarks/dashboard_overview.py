@@ -137,7 +137,8 @@ def report(label: str, times: dict[str, list[float]]) -> None:
 
 
 def run(label: str, db_url: str | None, work: Path, args: argparse.Namespace) -> None:
-    gw = GatewayProcess(work / label, db_url=db_url, clock=NOW, startup_timeout=60)
+    gw = GatewayProcess(work / label, db_url=db_url, clock=NOW, startup_timeout=60,
+                        env={"AXME_GATEWAY_NEW_AGENTS_PER_MINUTE": "0"})  # the fleet is created at once
     with gw:
         started = time.perf_counter()
         create_fleet(gw, args.agents)

@@ -48,7 +48,8 @@ from .._budget import Budget
 from .._meter import meter
 from .._money import to_decimal
 from .._protocol import (
-    BLOCKS, FORBIDDEN, MAX_BATCH, RECORDED, BlockError, EntryResult, money, parse_agents, parse_error, parse_results,
+    AGENT_CREATION_RATE_LIMITED, BLOCKS, FORBIDDEN, MAX_BATCH, RECORDED, BlockError, EntryResult, money, parse_agents, parse_error,
+    parse_results,
 )
 from ._answers import ACCEPTED, SPLIT, UNAUTHORIZED, classify, describe, refusal
 from ._block_reports import BlockReports, Key
@@ -114,6 +115,7 @@ class Sender:
         self._failures = 0
         self._down_since: float | None = None
         self._last_failure = float("-inf")
+        self._last_grant_failure = float("-inf")
         self._warned: set[str] = set()
         self._quarantine = Quarantine(None, self.instance, gateway_url, key_prefix(api_key))
         self._reports = BlockReports(self.instance)
@@ -477,7 +479,10 @@ class Sender:
                 base[entry.agent] = base.get(entry.agent, 0) - entry.totals.cost_pico
                 held_back[entry.agent] = held_back.get(entry.agent, 0) + entry.totals.cost_pico
             self._save_locked()
-        report = [{"id": grant_id, "used_usd": money(max(used - held_back.get(agent, 0), 0)), **({"final": True} if final else {})}
+        # A grant is returned (``final``) only once none of its spend is held back: returning it earlier would put
+        # the held-back money back in the pool before it reached "spent", and another process could be granted it.
+        report = [{"id": grant_id, "used_usd": money(max(used - held_back.get(agent, 0), 0)),
+                   **({"final": True} if final and agent not in held_back else {})}
                   for agent, grant_id, used in uses]
         self._last_checkpoint = time.monotonic()
         chunks = [batch[i : i + MAX_BATCH] for i in range(0, len(batch), MAX_BATCH)]
@@ -710,7 +715,9 @@ class Sender:
             return False
         self.prices.fetch_once()
         now = time.monotonic()
-        if self._down_since is not None and now - self._last_failure < INTENT_SKIP_AFTER_FAILURE:
+        if self._down_since is not None and now - self._last_grant_failure < INTENT_SKIP_AFTER_FAILURE:
+            # Only a failed *grant request* skips the next ones: a heartbeat that timed out on a busy gateway
+            # must not send this process's calls out ungranted (fail-open) for the next few seconds.
             self._check_fail_closed(now)
             return False
         if self._adopted_unsent:
@@ -725,6 +732,7 @@ class Sender:
             answer = self._client().post("/v1/mesh/grants", body, timeout=GRANT_TIMEOUT)
         except GatewayUnreachable as exc:
             self._note_failure(str(exc))
+            self._last_grant_failure = time.monotonic()
             return False
         self.grant_requests += 1
         if answer.status == 200 and isinstance(answer.body, dict):
@@ -746,9 +754,11 @@ class Sender:
             return True
         if answer.status >= 500:
             self._note_failure(f"HTTP {answer.status}")
+            self._last_grant_failure = time.monotonic()
             return False
         if answer.status == 401:
             self._note_unauthorized()  # said once, with what to do; asked again only after a pause
+            self._last_grant_failure = time.monotonic()
             return False
         if answer.status in (403, 404):
             # This key may not spend for this agent at all: its spend will be refused (and quarantined) too.
@@ -796,7 +806,8 @@ class Sender:
             error = parse_error(answer.body)
             if answer.status == 429 and error is None:
                 error = BlockError("budget_exceeded", "")
-            if error is not None and (answer.status == 429 and error.code not in ("rate_limited", "rate_limit_exceeded") or error.is_block):
+            not_a_block = ("rate_limited", "rate_limit_exceeded", AGENT_CREATION_RATE_LIMITED)
+            if error is not None and (answer.status == 429 and error.code not in not_a_block or error.is_block):
                 self._note_success()
                 block = self.budget.apply_error(error, fallback_agent=agent)
                 if block is not None:

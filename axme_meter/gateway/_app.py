@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute
 
 from .._protocol import error_body
-from . import _store
+from . import _agent_quota, _store
 from ._alerts import Alert, Dispatcher
 from ._approval_tokens import ApprovalSigner, load_secret
 from ._auth import KeyRing, new_key
@@ -95,7 +95,7 @@ def build_gateway(settings: Settings) -> Gateway:
                                           settings.public_url)
     claims = _store.AlertClaims()
     # the write paths (``_ingest``) claim alerts with a connection, not a Gateway: the engine hands it on
-    engine.update_execution_options(**{_store.CLAIMS_OPTION: claims})
+    engine.update_execution_options(**{_store.CLAIMS_OPTION: claims, _agent_quota.OPTION: settings.new_agents_per_minute})
     return Gateway(settings, engine, clock, KeyRing(engine), dispatcher, metrics, GatewayPrices(engine), claims)
 
 

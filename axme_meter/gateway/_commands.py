@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection
 from .. import _attribution
 from .._pricing import PriceFileError
 from .._pricing._load import PriceFile
-from . import _approvals, _prices, _queries, _store
+from . import _agent_quota, _approvals, _prices, _queries, _store
 from ._auth import Principal, new_key, require_admin
 from ._errors import ApiError, not_found
 from ._ingest import in_transaction
@@ -71,7 +71,7 @@ def _target(conn: Connection, who: Principal, ref: str, ts: int, *, create: bool
             raise not_found(f"agent {ref!r}")
         if not who.can_write_agent(address):
             raise _outside_scope(who)
-        _store.ensure_agents(conn, [address], ts)
+        _agent_quota.ensure_agent(conn, address, ts, "address_id")
         row = _queries.find_agent(conn, who.org, ref)
     if row is None:
         raise not_found(f"agent {ref!r}")

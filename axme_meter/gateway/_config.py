@@ -62,6 +62,8 @@ class Settings:
     slack_signing_secret: str | None = None
     #: ``AXME_GATEWAY_APPROVAL_SECRET``: signs approval links and buttons; default: one kept in the database.
     approval_secret: str | None = None
+    #: ``AXME_GATEWAY_NEW_AGENTS_PER_MINUTE``: agents one org may create per rolling minute (0: unlimited), see ``_agent_quota``
+    new_agents_per_minute: int = 600
 
     @classmethod
     def from_env(cls, db_url: str | None = None, **overrides: object) -> Settings:
@@ -84,6 +86,9 @@ class Settings:
             values["alert_backoff"] = max(0.0, float(env["AXME_GATEWAY_ALERT_BACKOFF"]))
         if env.get("AXME_GATEWAY_ALERT_TIMEOUT"):
             values["alert_timeout"] = max(0.1, float(env["AXME_GATEWAY_ALERT_TIMEOUT"]))
+        from ._agent_quota import limit_from
+
+        values["new_agents_per_minute"] = limit_from(env.get("AXME_GATEWAY_NEW_AGENTS_PER_MINUTE"))
         values["webhook_allow"] = tuple(p.strip() for p in env.get("AXME_GATEWAY_WEBHOOK_ALLOW", "").split(",") if p.strip())
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -62,6 +63,8 @@ agents = Table(
     Column("policy_updated_at", BigInteger),
     # The last block a client process reported for this agent (JSON, see _client_blocks.py; schema 3)
     Column("client_block", Text),
+    # new agents per org in the last minute (the creation rate limit, _agent_quota.py; schema 5)
+    Index("ix_axme_agents_org_created", "org", "created_at"),
 )
 
 entries = Table(
@@ -76,6 +79,10 @@ entries = Table(
     Column("digest", String(64)),
 )
 
+#: Window counters, sharded (schema 5): one key (agent, window, start, dim, key) may have up to
+#: ``_shards.SHARDS`` rows, one per ``shard``, and its value is their SUM. Concurrent writers for one
+#: agent each add to a shard of their own (``_shards.py``), so they never wait on one row's lock;
+#: every read sums over the shards. A key nobody wrote concurrently has just shard 0.
 counters = Table(
     "axme_counters",
     metadata,
@@ -84,6 +91,7 @@ counters = Table(
     Column("start", BigInteger, primary_key=True),  # epoch seconds, window start in the agent's timezone
     Column("dim", String(8), primary_key=True),  # total | intent | model
     Column("key", String(200), primary_key=True),  # '' for total
+    Column("shard", SmallInteger, primary_key=True, server_default=text("0")),  # schema 5
     Column("cost_pico", BigInteger, nullable=False),
     Column("llm_calls", BigInteger, nullable=False),
     Column("tokens_in", BigInteger, nullable=False),
@@ -290,6 +298,9 @@ def migrate(engine: Engine) -> None:
             if current < 3:
                 _add_columns_v3(conn)
             # 3 → 4: adds axme_price_files (create_all above made it; no loaded files: the bundled table, as before)
+            # 4 → 5: sharded counters (existing rows become shard 0) and the (org, created_at) index of agents
+            if current < 5:
+                _shard_counters_v5(conn)
             if current < 6:
                 pass  # 5 → 6: adds axme_approvals and axme_gateway_secrets (create_all above made them)
             conn.execute(schema_version.update().values(version=SCHEMA_VERSION))
@@ -303,3 +314,32 @@ def _add_columns_v3(conn: Connection) -> None:
     for table, column, kind in (("axme_entries", "digest", "VARCHAR(64)"), ("axme_agents", "client_block", "TEXT")):
         if column not in {c["name"] for c in inspector.get_columns(table)}:
             conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+
+
+def _shard_counters_v5(conn: Connection) -> None:
+    """4 → 5: ``axme_counters`` gets a ``shard`` column in its primary key; every existing row becomes shard 0
+    (each key had one row, so every total stays exactly what it was), and ``axme_agents`` an index on
+    ``(org, created_at)`` for the new-agent rate limit.
+
+    Runs under ``migrate``'s lock (PostgreSQL advisory lock; SQLite's write lock), and the version row is
+    updated in the same transaction, so of several replicas starting at once exactly one does this."""
+    from sqlalchemy import inspect
+
+    if "shard" in {c["name"] for c in inspect(conn).get_columns("axme_counters")}:
+        return  # already sharded (a database created by schema 5 code and then marked older by hand)
+    if conn.dialect.name == "postgresql":
+        # in place: a constant default is a catalog change (no rewrite); the key's index is rebuilt once
+        pkey = conn.execute(text("SELECT conname FROM pg_constraint WHERE conrelid = 'axme_counters'::regclass "
+                                 "AND contype = 'p'")).scalar_one()
+        conn.execute(text("ALTER TABLE axme_counters ADD COLUMN shard SMALLINT NOT NULL DEFAULT 0"))
+        conn.execute(text(f'ALTER TABLE axme_counters DROP CONSTRAINT "{pkey}", '
+                          'ADD PRIMARY KEY (address_id, "window", start, dim, key, shard)'))
+    else:
+        # SQLite cannot change a primary key: copy into the new table, then swap the names
+        conn.execute(text("ALTER TABLE axme_counters RENAME TO axme_counters_v4"))
+        counters.create(conn)
+        fields = 'address_id, "window", start, dim, key, cost_pico, llm_calls, tokens_in, tokens_out, heartbeats, intents'
+        conn.execute(text(f"INSERT INTO axme_counters ({fields}, shard) SELECT {fields}, 0 FROM axme_counters_v4"))
+        conn.execute(text("DROP TABLE axme_counters_v4"))
+    index = next(i for i in agents.indexes if i.name == "ix_axme_agents_org_created")
+    index.create(conn, checkfirst=True)

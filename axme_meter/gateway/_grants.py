@@ -37,7 +37,7 @@ from sqlalchemy import and_, func, select, text, update
 from sqlalchemy.engine import Connection
 
 from .._protocol import iso, money
-from . import _store
+from . import _agent_quota, _store
 from ._db import counters, grants
 from ._errors import ApiError
 from ._policies import WINDOWED, AgentStatus, PolicyStatus
@@ -100,7 +100,7 @@ def grant_tx(conn: Connection, org: str, address: str, body: GrantRequest, now: 
     """The whole grant request in the caller's transaction: settle what is held, then slice what is free."""
     ts = int(now.timestamp())
     aid = _store.address_id(address)
-    _store.ensure_agents(conn, [address], ts)
+    _agent_quota.ensure_agent(conn, address, ts, "agent")
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(aid[5:20], 16)})
     row = _store.load_agents(conn, [aid])[aid]
@@ -175,7 +175,7 @@ def _ledger(conn: Connection, aid: str, p: PolicyStatus, start: int, instance: s
     live = and_(grants.c.address_id == aid, grants.c.policy == p.name, grants.c.window_start == start,
                 grants.c.expires_at > ts)
     unsettled = func.coalesce(func.sum(grants.c.amount - grants.c.settled), 0)
-    spent_q = select(func.coalesce(func.max(counters.c.cost_pico), 0)).where(
+    spent_q = select(func.coalesce(_store.summed(counters.c.cost_pico), 0)).where(  # the key's shards
         counters.c.address_id == aid, counters.c.window == p.window, counters.c.start == start,
         counters.c.dim == "total", counters.c.key == "").scalar_subquery()
     outstanding_q = select(unsettled).where(live, grants.c.amount > grants.c.settled).scalar_subquery()
@@ -208,9 +208,9 @@ def _recent_call_cost(conn: Connection, aid: str, policies: Sequence[PolicyStatu
     """The agent's mean call cost in the current window, for clients that send no prediction."""
     p = min(policies, key=lambda q: WINDOWED[q.name][0] != "day")
     start = int(p.window_start.timestamp()) if p.window_start else 0
-    row = conn.execute(select(counters.c.cost_pico, counters.c.llm_calls).where(
+    row = conn.execute(select(_store.summed(counters.c.cost_pico), _store.summed(counters.c.llm_calls)).where(
         counters.c.address_id == aid, counters.c.window == p.window, counters.c.start == start,
-        counters.c.dim == "total", counters.c.key == "")).first()
+        counters.c.dim == "total", counters.c.key == "")).first()  # shards summed (NULLs: no row yet)
     if row is None or not row[1]:
         return 0
     return -(-int(row[0]) // int(row[1]))

@@ -27,8 +27,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from .._protocol import CONFLICT, DUPLICATE, RECORDED, entry_result, money
-from . import _approvals, _client_blocks, _grants, _reprice, _spend_rate, _store
+from .._protocol import AGENT_CREATION_RATE_LIMITED, CONFLICT, DUPLICATE, ERROR, RECORDED, entry_result, money
+from . import _agent_quota, _approvals, _client_blocks, _grants, _reprice, _spend_rate, _store
 from ._alerts import Alert
 from ._auth import Principal
 from ._db import write_conn
@@ -51,6 +51,8 @@ class IngestResult:
     alerts: list[Alert] = field(default_factory=list)
     #: Outcome of each grant the batch reported on (``_grants.apply_uses``).
     grants: dict[str, str] = field(default_factory=dict)
+    #: Agents of this batch's entries that were not created (``_agent_quota``), by address.
+    refused: dict[str, _agent_quota.Refused] = field(default_factory=dict)
 
 
 def in_transaction(engine: Engine, work: Callable[[Connection], T], attempts: int = 6) -> T:
@@ -109,9 +111,29 @@ def entry_digest(entry: HeartbeatEntry, address: str) -> str:
 
 def _ingest_tx(conn: Connection, entries: Sequence[HeartbeatEntry], addresses: Sequence[str], ids: Sequence[str],
                digests: Sequence[str], now: datetime, blocks: Sequence[ClientBlock]) -> IngestResult:
+    """Create the new agents the org may create (``_agent_quota``), record the entries of every other one, and
+    answer entries for agents refused creation with a retryable ``agent_creation_rate_limited`` error each."""
+    ts = int(now.timestamp())
+    refused = _agent_quota.ensure_agents(conn, [*addresses, *(b.agent for b in blocks)], ts)
+    if not refused:
+        return _record_tx(conn, entries, addresses, ids, digests, now, blocks)
+    keep = [i for i, a in enumerate(addresses) if a not in refused]
+    result = _record_tx(conn, [entries[i] for i in keep], [addresses[i] for i in keep], [ids[i] for i in keep],
+                        [digests[i] for i in keep], now, [b for b in blocks if b.agent not in refused])
+    answers: list[dict[str, Any]] = [entry_result(entry_id, ERROR, AGENT_CREATION_RATE_LIMITED, refused[a].message(), "agent")
+                                     if a in refused else {} for entry_id, a in zip(ids, addresses)]
+    for i, answer in zip(keep, result.results):
+        answers[i] = answer
+    result.results = answers
+    result.refused = {a: refused[a] for a in addresses if a in refused}
+    return result
+
+
+def _record_tx(conn: Connection, entries: Sequence[HeartbeatEntry], addresses: Sequence[str], ids: Sequence[str],
+               digests: Sequence[str], now: datetime, blocks: Sequence[ClientBlock]) -> IngestResult:
+    """The entries of existing agents: ids, counters, intents, client blocks, instances, evaluation."""
     ts = int(now.timestamp())
     touched = [*addresses, *(b.agent for b in blocks)]
-    _store.ensure_agents(conn, touched, ts)
     rows = _store.load_agents(conn, (_store.address_id(a) for a in touched))
     outcomes = _record_ids(conn, addresses, ids, digests, ts)
     fresh = [i for i, (status, _) in enumerate(outcomes) if status == RECORDED]
@@ -331,7 +353,7 @@ def _intent_tx(conn: Connection, address: str, intent_id: str, labels: Mapping[s
     aid = _store.address_id(address)
     row = _store.load_agents(conn, [aid]).get(aid)
     if row is None:
-        _store.ensure_agents(conn, [address], ts)
+        _agent_quota.ensure_agent(conn, address, ts, "agent")
         row = _store.load_agents(conn, [aid])[aid]
     policy = parse_policy(row["policy"])
     if conn.dialect.name == "postgresql" and policy is not None and (policy.max_intents_per_day or policy.max_intents_per_hour):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import and_, func, select, true
@@ -55,7 +56,14 @@ _RANGE_LIMIT = 2000
 # -- helpers shared with the write paths -----------------------------------------------------------
 
 def parse_policy(raw: str | None) -> CostPolicy | None:
-    return policy_from_storage(json.loads(raw)) if raw else None
+    """The stored policy JSON as a ``CostPolicy``, parsed once per distinct text: a heartbeat needs each of its
+    agents' policies several times (window keys, evaluation, alerts), and callers never change the result."""
+    return _parsed_policy(raw) if raw else None
+
+
+@lru_cache(maxsize=4096)
+def _parsed_policy(raw: str) -> CostPolicy:
+    return policy_from_storage(json.loads(raw))
 
 
 def visible_to(org: str) -> Any:
@@ -153,7 +161,9 @@ def agent_costs(
     aid = row["address_id"]
     base = and_(counters.c.address_id == aid, counters.c.window == window,
                 counters.c.start >= (starts[0] if starts else 0), counters.c.start <= (starts[-1] if starts else -1))
-    rows = conn.execute(select(counters).where(base)).mappings().all()
+    c = counters.c
+    rows = conn.execute(select(c.start, c.dim, c.key, *(_store.summed(c[f]).label(f) for f in _store.COUNTER_FIELDS))
+                        .where(base).group_by(c.start, c.dim, c.key)).mappings().all()  # shards summed
     totals_by_start = {r["start"]: r for r in rows if r["dim"] == "total"}
     series = []
     for s in starts:

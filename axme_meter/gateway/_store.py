@@ -4,21 +4,26 @@ Every function takes an open ``Connection`` inside the caller's transaction, so
 one heartbeat request is one transaction however many helpers it uses. Counter
 writes are upserts (``x = x + excluded.x``) sorted by primary key: exact under
 concurrent replicas on one PostgreSQL, and in one lock order so they cannot deadlock.
+Counters are sharded (``_shards.py``): a write adds to one of a key's rows, and every
+read here sums them. On PostgreSQL a batch of upserts is ONE statement over arrays
+(``INSERT … SELECT FROM unnest(…) ON CONFLICT …``, :func:`_pg_upsert`), not one per row.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Numeric, and_, cast, func, select, true, tuple_, update
+from sqlalchemy import BigInteger, Integer, Numeric, SmallInteger, String, Text, and_, cast, func, select, text, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement, FromClause
 
+from . import _shards
 from ._db import agents, alert_claims, api_keys, counters, entries, events, instances, intents, sessions
 
 COUNTER_FIELDS = ("cost_pico", "llm_calls", "tokens_in", "tokens_out", "heartbeats", "intents")
@@ -36,6 +41,37 @@ def org_of(address: str) -> str:
 
 def _insert(conn: Connection, table: Any) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+_PG_ARRAYS = ((SmallInteger, "smallint[]"), (BigInteger, "bigint[]"), (Integer, "integer[]"), (String, "text[]"), (Text, "text[]"))
+
+
+def _pg_array(column: Any) -> str:
+    return next(kind for base, kind in _PG_ARRAYS if isinstance(column.type, base))
+
+
+def _pg_upsert(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]] | tuple[Sequence[str], Sequence[Sequence[Any]]],
+               conflict: Sequence[str], update_sql: str) -> None:
+    """PostgreSQL: ``rows`` (dicts with the same keys, or ``(columns, tuples)``; sorted by ``conflict``) upserted
+    in ONE statement.
+
+    The columns travel as arrays (``unnest``), so the SQL text is the same for any number of rows
+    (prepared once) and the server runs one statement instead of one per row; ``WITH ORDINALITY …
+    ORDER BY`` keeps the caller's order, which is the lock order that keeps concurrent writers free of
+    deadlocks. ``update_sql`` is the ``DO UPDATE SET …`` part (``excluded.x`` is the proposed row). The
+    rows must not repeat a conflict key (one statement may not update a row twice)."""
+    if isinstance(rows, tuple):
+        columns, values = list(rows[0]), rows[1]
+    else:
+        columns = list(rows[0])
+        values = [tuple(r[c] for c in columns) for r in rows]
+    names = ", ".join(f'"{c}"' for c in columns)
+    aliases = ", ".join(f"c{i}" for i in range(len(columns)))
+    arrays = ", ".join(f"CAST(:c{i} AS {_pg_array(table.c[c])})" for i, c in enumerate(columns))
+    target = ", ".join(f'"{c}"' for c in conflict)
+    sql = (f"INSERT INTO {table.name} ({names}) SELECT {aliases} FROM unnest({arrays}) WITH ORDINALITY AS t({aliases}, n) "
+           f"ORDER BY n ON CONFLICT ({target}) DO UPDATE SET {update_sql}")
+    conn.execute(text(sql), {f"c{i}": list(column) for i, column in enumerate(zip(*values))})
 
 
 def ensure_agents(conn: Connection, addresses: Iterable[str], now: int) -> None:
@@ -59,15 +95,22 @@ def load_agents(conn: Connection, ids: Iterable[str]) -> dict[str, Mapping[Any, 
 
 
 def touch_agents(conn: Connection, ids: Iterable[str], now: int) -> None:
-    """Record the heartbeat time (monotonic: a replica with a slower clock never moves it back)."""
+    """Record the heartbeat time (monotonic: a replica with a slower clock never moves it back).
+
+    On PostgreSQL an agent row another transaction holds locked is skipped (``SKIP LOCKED``) rather
+    than waited for: that is almost always a concurrent heartbeat of the same agent writing the same
+    second, and waiting for it would serialise every heartbeat of a shared agent on its row, which the
+    counter shards exist to avoid. At worst the time lags by the length of a transaction, until the
+    agent's next heartbeat."""
     ids = sorted(set(ids))
-    if ids:
-        conn.execute(
-            update(agents)
-            .where(agents.c.address_id.in_(ids))
-            .where((agents.c.last_heartbeat_at.is_(None)) | (agents.c.last_heartbeat_at < now))
-            .values(last_heartbeat_at=now)
-        )
+    if not ids:
+        return
+    stale = agents.c.address_id.in_(ids) & ((agents.c.last_heartbeat_at.is_(None)) | (agents.c.last_heartbeat_at < now))
+    if conn.dialect.name == "postgresql":
+        free = select(agents.c.address_id).where(stale).order_by(agents.c.address_id).with_for_update(skip_locked=True)
+        conn.execute(update(agents).where(agents.c.address_id.in_(free.scalar_subquery())).values(last_heartbeat_at=now))
+        return
+    conn.execute(update(agents).where(stale).values(last_heartbeat_at=now))
 
 
 def record_entries(conn: Connection, org: str, rows: Sequence[tuple[str, str, str]], now: int) -> set[str]:
@@ -115,19 +158,24 @@ def note_instances(conn: Connection, seen: Iterable[tuple[str, str]], now: int) 
     rows = [{"address_id": a, "instance": i, "last_seen": now} for a, i in sorted(set(seen))]
     if not rows:
         return
-    stmt = _insert(conn, instances)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["address_id", "instance"],
-        set_={"last_seen": stmt.excluded.last_seen},
-        where=instances.c.last_seen < stmt.excluded.last_seen,
-    )
-    conn.execute(stmt, rows)
+    if conn.dialect.name == "postgresql":
+        _pg_upsert(conn, instances, rows, ("address_id", "instance"),
+                   "last_seen = excluded.last_seen WHERE axme_instances.last_seen < excluded.last_seen")
+    else:
+        conn.execute(_sqlite_instances_upsert(), rows)
     conn.execute(
         instances.delete().where(
             instances.c.address_id.in_(sorted({r["address_id"] for r in rows})),
             instances.c.last_seen < now - INSTANCE_EXPIRY_SECONDS,
         )
     )
+
+
+@functools.cache
+def _sqlite_instances_upsert() -> Any:
+    stmt = sqlite.insert(instances)
+    return stmt.on_conflict_do_update(index_elements=["address_id", "instance"], set_={"last_seen": stmt.excluded.last_seen},
+                                      where=instances.c.last_seen < stmt.excluded.last_seen)
 
 
 def count_instances(conn: Connection, ids: Iterable[str], now: int) -> dict[str, int]:
@@ -145,22 +193,41 @@ def count_instances(conn: Connection, ids: Iterable[str], now: int) -> dict[str,
 
 
 CounterKey = tuple[str, str, int, str, str]  # address_id, window, start, dim, key
+_COUNTER_KEY = ("address_id", "window", "start", "dim", "key", "shard")
 
 
 def add_counters(conn: Connection, deltas: Mapping[CounterKey, Sequence[int]]) -> None:
-    """Add ``deltas`` (values in ``COUNTER_FIELDS`` order) to the counters, creating rows as needed."""
-    rows = [
-        {"address_id": k[0], "window": k[1], "start": k[2], "dim": k[3], "key": k[4], **dict(zip(COUNTER_FIELDS, v))}
-        for k, v in sorted(deltas.items())
-    ]
-    if not rows:
+    """Add ``deltas`` (values in ``COUNTER_FIELDS`` order) to the counters, creating rows as needed.
+
+    Each agent's rows go to the shard this transaction holds for it (``_shards.choose``); on
+    PostgreSQL all rows are one statement, sorted by primary key."""
+    if not deltas:
         return
-    stmt = _insert(conn, counters)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["address_id", "window", "start", "dim", "key"],
-        set_={f: counters.c[f] + stmt.excluded[f] for f in COUNTER_FIELDS},
-    )
-    conn.execute(stmt, rows)  # executemany: one cached statement, batched by the driver
+    shards = _shards.choose(conn, (k[0] for k in deltas))
+    rows = [(*k, shards[k[0]], *v) for k, v in sorted(deltas.items())]  # in _COUNTER_COLUMNS order
+    if conn.dialect.name == "postgresql":
+        _pg_upsert(conn, counters, (_COUNTER_COLUMNS, rows), _COUNTER_KEY,
+                   ", ".join(f"{f} = axme_counters.{f} + excluded.{f}" for f in COUNTER_FIELDS))
+        return
+    # SQLite: executemany of one prepared statement, in process, with the driver's own parameter handling
+    # (SQLAlchemy's per-row processing of a few hundred rows cost more CPU than SQLite running them)
+    conn.exec_driver_sql(_SQLITE_COUNTERS_UPSERT, rows)
+
+
+_COUNTER_COLUMNS = (*_COUNTER_KEY, *COUNTER_FIELDS)
+_SQLITE_COUNTERS_UPSERT = (
+    "INSERT INTO axme_counters (" + ", ".join(f'"{c}"' for c in _COUNTER_COLUMNS) + ") "
+    "VALUES (" + ", ".join("?" for _ in _COUNTER_COLUMNS) + ") "
+    "ON CONFLICT (" + ", ".join(f'"{c}"' for c in _COUNTER_KEY) + ") DO UPDATE SET "
+    + ", ".join(f"{f} = axme_counters.{f} + excluded.{f}" for f in COUNTER_FIELDS)
+)
+
+
+def summed(column: Any) -> Any:
+    """``SUM(column)`` over a key's shards, as BIGINT on PostgreSQL too (its SUM of bigint is NUMERIC, which
+    would turn the integer arithmetic of callers into fractions). A key's total fits in BIGINT: it is
+    bounded like one row was before sharding."""
+    return cast(func.sum(column), BigInteger)
 
 
 def read_totals(conn: Connection, aid: str, windows: Mapping[str, int]) -> dict[str, dict[str, int]]:
@@ -173,12 +240,13 @@ def read_totals_many(conn: Connection, wanted: Mapping[str, Mapping[str, int]]) 
     keys = [(aid, w, s) for aid, windows in wanted.items() for w, s in windows.items()]
     found: dict[tuple[str, str], dict[str, int]] = {}
     if keys:
+        c = counters.c
+        # plain IN lists (a superset of the wanted keys, filtered below) are cheaper to build than a tuple IN
         rows = conn.execute(
-            select(counters).where(
-                counters.c.dim == "total",
-                counters.c.key == "",
-                tuple_(counters.c.address_id, counters.c.window, counters.c.start).in_(keys),
-            )
+            select(c.address_id, c.window, c.start, *(summed(c[f]).label(f) for f in COUNTER_FIELDS))
+            .where(c.dim == "total", c.key == "", c.address_id.in_(sorted({k[0] for k in keys})),
+                   c.window.in_(sorted({k[1] for k in keys})), c.start.in_(sorted({k[2] for k in keys})))
+            .group_by(c.address_id, c.window, c.start)
         ).mappings()
         for r in rows:
             if wanted[r["address_id"]].get(r["window"]) == r["start"]:
@@ -198,20 +266,22 @@ def join_window_totals(
     as NULL (zero). Every join is a primary-key lookup per agent, whatever the size of the counters table:
     SQLite plans plain joins that way; PostgreSQL gets LATERAL subqueries, because with the start as an
     expression its planner may otherwise hash-join whole windows of the table (or, on a freshly loaded
-    table without statistics, nested-loop over them: seconds per read). Kept next to ``add_counters`` so
-    that a change to how counters are stored changes the one reader that joins them."""
+    table without statistics, nested-loop over them: seconds per read). Shards are summed: on PostgreSQL
+    the LATERAL is an aggregate over the key's rows (always one row, NULL sums when there are none); SQLite
+    has no LATERAL, so each field is a correlated ``SUM`` subquery (a primary-key range of one row there,
+    since SQLite only ever writes shard 0). Kept next to ``add_counters`` so that a change to how counters
+    are stored changes the one reader that joins them."""
     joined = base
     columns: dict[str, dict[str, ColumnElement[Any]]] = {}
     for window, start in starts.items():
         row = counters.alias(f"totals_{window}")
         match = and_(row.c.address_id == aid, row.c.window == window, row.c.start == start, row.c.dim == "total", row.c.key == "")
         if dialect == "postgresql":
-            lateral = select(*(row.c[f] for f in fields)).where(match).limit(1).lateral(f"totals_{window}_row")
+            lateral = select(*(summed(row.c[f]).label(f) for f in fields)).where(match).lateral(f"totals_{window}_row")
             joined = joined.outerjoin(lateral, true())
             columns[window] = {f: lateral.c[f] for f in fields}
         else:
-            joined = joined.outerjoin(row, match)
-            columns[window] = {f: row.c[f] for f in fields}
+            columns[window] = {f: select(func.sum(row.c[f])).where(match).scalar_subquery() for f in fields}
     return joined, columns
 
 
@@ -262,14 +332,21 @@ def book_intents(conn: Connection, deltas: Mapping[tuple[str, str, str], Sequenc
     created = {tuple(r) for r in conn.execute(stmt.returning(intents.c.org, intents.c.intent_id), new)}
     adds = [{"org": o, "intent_id": i, "address_id": a, **base, "cost_pico": v[0], "llm_calls": v[1], "tokens_in": v[2],
              "tokens_out": v[3]} for (o, i, a), v in ordered]
-    up = _insert(conn, intents)
-    up = up.on_conflict_do_update(
-        index_elements=["org", "intent_id"],
-        set_={**{f: intents.c[f] + up.excluded[f] for f in ("cost_pico", "llm_calls", "tokens_in", "tokens_out")},
-              "last_seen_at": up.excluded.last_seen_at},
-    )
-    conn.execute(up, adds)
+    amounts = ("cost_pico", "llm_calls", "tokens_in", "tokens_out")
+    if conn.dialect.name == "postgresql":
+        _pg_upsert(conn, intents, adds, ("org", "intent_id"),
+                   ", ".join([*(f"{f} = axme_intents.{f} + excluded.{f}" for f in amounts), "last_seen_at = excluded.last_seen_at"]))
+    else:
+        conn.execute(_sqlite_intents_upsert(), adds)
     return created  # type: ignore[return-value]
+
+
+@functools.cache
+def _sqlite_intents_upsert() -> Any:
+    up = sqlite.insert(intents)
+    amounts = ("cost_pico", "llm_calls", "tokens_in", "tokens_out")
+    return up.on_conflict_do_update(index_elements=["org", "intent_id"],
+                                    set_={**{f: intents.c[f] + up.excluded[f] for f in amounts}, "last_seen_at": up.excluded.last_seen_at})
 
 
 def intent_costs(conn: Connection, org: str, ids: Iterable[str]) -> dict[str, int]:

@@ -34,7 +34,8 @@ def cost(i: int) -> Decimal:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    with running_gateway(tmp_path_factory.mktemp("fleet-gw"), clock=NOW) as gw:
+    with running_gateway(tmp_path_factory.mktemp("fleet-gw"), clock=NOW,
+                         env={"AXME_GATEWAY_NEW_AGENTS_PER_MINUTE": "0"}) as gw:
         with gw.client(timeout=120) as http:
             for start in range(0, FLEET, 1000):
                 batch = [{"id": f"hb_fleet_{i}", "agent": address(i), "metrics": {"cost_usd": str(cost(i)), "llm_calls": 1}}

@@ -284,7 +284,7 @@ def _prefix(key: str) -> str:
 
 
 def test_a_previous_schema_database_upgrades_and_then_asks_for_approval(tmp_path: Path, db_url: str) -> None:
-    """A database a schema-4/5 gateway left (no approvals, no gateway secrets) gains both at start; its agents,
+    """A database a schema-5 gateway left (no approvals, no gateway secrets) gains both at start; its agents,
     policies and spend are kept, and require_approval then works on it."""
     from sqlalchemy import text
 
@@ -299,7 +299,7 @@ def test_a_previous_schema_database_upgrades_and_then_asks_for_approval(tmp_path
         with engine.begin() as conn:
             conn.execute(text("DROP TABLE axme_approvals"))
             conn.execute(text("DROP TABLE axme_gateway_secrets"))
-            conn.execute(text("UPDATE axme_schema_version SET version = 4"))
+            conn.execute(text("UPDATE axme_schema_version SET version = 5"))
     finally:
         engine.dispose()
     with SMTPReceiver() as smtp, GatewayProcess(tmp_path / "b", db_url=db_url, clock=NOON,

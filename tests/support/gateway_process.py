@@ -55,6 +55,7 @@ class GatewayProcess:
         env: dict[str, str] | None = None,
         args: tuple[str, ...] = (),
         startup_timeout: float = 30.0,
+        root: Path | str | None = None,
     ) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="axme-gw-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -66,6 +67,9 @@ class GatewayProcess:
         self.extra_env = dict(env or {})
         self.extra_args = tuple(args)  # more ``axme-meter gateway`` flags, e.g. ("--proxy-headers",)
         self.startup_timeout = startup_timeout
+        #: The source tree the gateway runs from (default: this checkout); benchmarks point it at an extracted
+        #: older commit to measure a baseline in the same run.
+        self.root = Path(root) if root is not None else ROOT
         self.port = 0
         self.url = ""
         self.process: subprocess.Popen[bytes] | None = None
@@ -75,7 +79,7 @@ class GatewayProcess:
 
     def start(self) -> GatewayProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AXME_")}
-        env.update(AXME_GATEWAY_ADMIN_KEY=self.admin_key, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        env.update(AXME_GATEWAY_ADMIN_KEY=self.admin_key, PYTHONPATH=os.pathsep.join(filter(None, [str(self.root), os.environ.get("PYTHONPATH")])))
         if self.clock_file is not None:
             env["AXME_GATEWAY_CLOCK_FILE"] = str(self.clock_file)
         env.update(self.extra_env)
@@ -86,7 +90,7 @@ class GatewayProcess:
                 self.process = subprocess.Popen(
                     [sys.executable, "-m", "axme_meter", "gateway", "--host", "127.0.0.1", "--port", str(self.port), "--db", self.db_url,
                      *self.extra_args],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=str(ROOT),
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=str(self.root),
                 )
             if self._wait_healthy():
                 return self

@@ -3,8 +3,9 @@
 ``python budget_worker.py <mode> <threads>`` with the gateway in ``AXME_GATEWAY_URL`` / ``AXME_API_KEY``
 and the agent in ``AXME_AGENT``. Modes: ``loop`` (every thread calls until ``BudgetExceeded``), ``hold``
 (one call, print, then wait to be killed), ``once`` (one call, exit normally), ``crash`` (as ``loop``, then
-die at once with ``os._exit``: no exit flush, no grant returned). Prints one JSON line:
-``{"calls", "refused", "openai_requests", "cost", "errors"}``; ``calls`` are the calls OpenAI answered.
+die at once with ``os._exit``: no exit flush, no grant returned), ``stepwise`` (see :func:`stepwise`).
+Prints one JSON line: ``{"calls", "refused", "openai_requests", "cost", "ungranted_calls", "errors"}``;
+``calls`` are the calls OpenAI answered.
 """
 
 from __future__ import annotations
@@ -23,10 +24,28 @@ import axme_meter  # noqa: E402
 from support.transport_helpers import CountingOpenAI, chat, new_client  # noqa: E402
 
 
+def stepwise(client: object) -> None:
+    """Commands on stdin, one per line: ``call`` (one call), ``flush`` (a short flush) or ``exit`` (exit
+    normally, so the exit flush runs); each is answered ``ok`` once done."""
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "call":
+            chat(client)
+        elif command == "flush":
+            axme_meter.flush(timeout=1)
+        print("ok", flush=True)
+        if command == "exit":
+            return
+
+
 def main() -> None:
     mode, threads = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 1
     openai_side = CountingOpenAI()
     client = new_client(openai_side)
+    if mode == "stepwise":
+        with axme_meter.agent(os.environ["AXME_AGENT"]), axme_meter.intent("int_steps"):
+            stepwise(client)
+        return
     lock = threading.Lock()
     report = {"calls": 0, "refused": 0, "errors": []}
 
@@ -56,6 +75,7 @@ def main() -> None:
         t.join()
     report["openai_requests"] = openai_side.requests
     report["cost"] = str(axme_meter.spend().cost_usd)
+    report["ungranted_calls"] = axme_meter.transport_status()["ungranted_calls"]
     print(json.dumps(report), flush=True)
     if mode == "crash":
         os._exit(0)

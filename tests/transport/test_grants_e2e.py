@@ -90,11 +90,53 @@ def test_processes_and_threads_never_pass_the_limit(gw: GatewayProcess, tmp_path
     reports = [_result(p) for p in procs]
     calls = sum(r["calls"] for r in reports)
     assert all(r["refused"] == 4 for r in reports)  # every thread was stopped by BudgetExceeded
+    assert all(r["ungranted_calls"] == 0 for r in reports), reports  # no call went out without a grant
     assert sum(r["openai_requests"] for r in reports) == calls  # no call left without being metered
     recorded = _recorded(gw)
     assert recorded == calls * CALL  # every call reached the gateway (each process flushed at exit)
     assert recorded <= limit  # equal-cost calls: not one cent past the limit, 16 calls in flight or not
     assert recorded >= limit - 4 * CALL  # slices shrink to one call: at most one call's worth unused per process
+
+
+def test_a_grant_is_returned_only_after_the_spend_held_back_behind_a_failed_send(tmp_path: Path) -> None:
+    """Returning a grant at exit puts its unspent money back in the pool: spend that has not reached the
+    gateway yet (held back behind an entry whose send failed) must not be counted as unspent."""
+    stub = StubGateway()
+    stub.grant_answer = {"state": "active", "unlimited": False, "call_cost_usd": str(CALL), "grants": [
+        {"id": "gr_held", "policy": "max_cost_per_day_usd", "window": "day", "amount": "1.00", "ttl_seconds": 90,
+         "resets_in_seconds": 3600}]}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AXME_")}
+    env.update(AXME_GATEWAY_URL=stub.url, AXME_API_KEY=API_KEY, AXME_AGENT=AGENT, AXME_HEARTBEAT_INTERVAL="60",
+               AXME_METER_SPOOL_DIR=str(tmp_path / "spool"))
+    proc = subprocess.Popen([sys.executable, WORKER, "stepwise"], env=env, text=True, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def step(command: str) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(command + "\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "ok", proc.stderr.read() if proc.stderr else ""
+
+    try:
+        step("call")
+        stub.mode = "down"
+        step("flush")  # the first call's entry is sent and not acknowledged: it stays frozen
+        stub.mode = "ok"
+        step("call")  # the second call's spend waits behind it (same agent and intent)
+        step("exit")
+        assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        stub.close()
+        if proc.poll() is None:
+            proc.kill()
+    sends = [r["body"] for r in stub.requests if r["body"].get("heartbeats") or r["body"].get("grants")]
+    returned_at = next(i for i, body in enumerate(sends) if any(g.get("final") for g in body.get("grants", [])))
+    later_spend = [e for body in sends[returned_at + 1:] for e in body.get("heartbeats", [])
+                   if Decimal(e["metrics"]["cost_usd"]) > 0]
+    assert not later_spend, "the grant was returned before all of its spend was delivered"
+    final = next(g for g in sends[returned_at]["grants"] if g.get("final"))
+    assert Decimal(final["used_usd"]) == 2 * CALL
+    assert stub.total_cost(AGENT) == 2 * CALL
 
 
 def test_a_new_process_of_a_blocked_agent_sends_nothing_to_openai(gw: GatewayProcess, tmp_path: Path) -> None:

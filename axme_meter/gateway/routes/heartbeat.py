@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from .._agent_quota import error as rate_error
 from .._batch import check_entries, writable_blocks
 from .._ingest import ingest, resolve_agents
 from .._schemas import ClientBlock, GrantUse, HeartbeatBatch, HeartbeatEntry
@@ -42,6 +43,8 @@ async def heartbeat(request: Request) -> JSONResponse:
     if entries or blocks or uses:
         result = await run_in_threadpool(ingest, gw.engine, who, entries, addresses, now, blocks, uses)
         gw.dispatcher.submit(result.alerts)
+        if checked is None and result.refused:  # a single entry is refused as a whole (a batch: entry by entry)
+            raise rate_error(next(iter(result.refused.values())))
         results, statuses = result.results, result.statuses
     else:
         results, statuses = [], {}
