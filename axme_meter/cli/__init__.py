@@ -19,7 +19,7 @@ from . import _dburl
 from ._help import Parser, examples
 
 # Order is the order shown in --help.
-_COMMAND_MODULES = ("_demo", "_simulate", "_price", "_gateway", "_keys", "_policy", "_report", "_spool")
+_COMMAND_MODULES = ("_demo", "_simulate", "_price", "_gateway", "_keys", "_approvals", "_policy", "_report", "_spool")
 
 
 def build_parser() -> argparse.ArgumentParser:

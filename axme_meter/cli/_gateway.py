@@ -9,6 +9,7 @@ use, a SQLite directory that does not exist, an unsupported database).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import os
 import socket
@@ -103,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
         sock = bind(args.host, args.port)
     except OSError as exc:
         return _fail(bind_error(args.host, args.port, exc))
+    if not os.environ.get("AXME_GATEWAY_PUBLIC_URL"):  # approval links point at where we listen unless told otherwise
+        listen = f"[{args.host}]" if ":" in args.host else args.host
+        settings = dataclasses.replace(settings, public_url=f"http://{listen}:{sock.getsockname()[1]}")
     try:
         try:
             app = create_app(settings, extra_routes=dashboard_routes())  # the web dashboard at /dashboard

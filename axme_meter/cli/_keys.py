@@ -69,8 +69,12 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
-def _run(args: argparse.Namespace, over_http: Callable[[Any], Any], in_db: Callable[[Any, Any, Any], Any]) -> tuple[Any, int]:
-    """Call the gateway (``--gateway``) or the database; returns (answer, 0) or (None, exit code) after printing why."""
+def _run(args: argparse.Namespace, over_http: Callable[[Any], Any], in_db: Callable[[Any, Any, Any], Any],
+         fail: Callable[..., int] | None = None) -> tuple[Any, int]:
+    """Call the gateway (``--gateway``) or the database; returns (answer, 0) or (None, exit code) after printing why.
+
+    Shared with ``approvals`` (``fail`` prints its errors under its own name)."""
+    _fail = fail or globals()["_fail"]
     if args.gateway and args.db:
         return None, _fail("pass either --db or --gateway, not both", 2)
     if args.gateway:
@@ -88,10 +92,15 @@ def _run(args: argparse.Namespace, over_http: Callable[[Any], Any], in_db: Calla
         from ..gateway._errors import ApiError
     except ModuleNotFoundError as exc:
         return None, _fail(f"needs the 'gateway' extra ({exc.name} is missing): pip install 'axme_meter[gateway]'", 2)
-    engine = make_engine(Settings.from_env(args.db or os.environ.get("AXME_GATEWAY_DB")).db_url)
+    from ..gateway._windows import Clock
+
+    settings = Settings.from_env(args.db or os.environ.get("AXME_GATEWAY_DB"))
+    engine = make_engine(settings.db_url)
     try:
         migrate(engine)
-        return in_db(engine, Principal("*", True, None, "cli"), datetime.now(timezone.utc)), 0
+        # the gateway's own clock setting (AXME_GATEWAY_CLOCK_FILE, for tests and demos), else the real time
+        now = Clock(settings.clock_file).now() if settings.clock_file else datetime.now(timezone.utc)
+        return in_db(engine, Principal("*", True, None, "cli"), now), 0
     except ApiError as exc:
         return None, _fail(exc.message)
     finally:

@@ -18,12 +18,16 @@ from typing import Any
 
 from ._api import GatewayAPI, GatewayError, add_connection_flags, agent_path
 from ._help import examples
-from ._policy_check import ACTIONS, COUNT_FLAGS, MONEY_FLAGS, RATE_FLAGS, UNPRICED, check_policy, email_problem, url_problem
+from ._policy_check import (
+    ACTIONS, APPROVAL_FLAGS, COUNT_FLAGS, MONEY_FLAGS, RATE_FLAGS, SPEND_RATE_FLAGS, UNPRICED, check_policy, email_problem,
+    url_problem,
+)
 
 __all__ = ["GatewayAPI", "GatewayError", "add_connection_flags", "agent_path", "build_policy", "register"]
 
 _AGENT_HELP = "agent://org/env/name or its addr_… id"
-_CLEARABLE = {**{dest.replace("_", "-"): field for dest, field in {**MONEY_FLAGS, **COUNT_FLAGS, **RATE_FLAGS}.items()},
+_FIELD_FLAGS = {**MONEY_FLAGS, **COUNT_FLAGS, **RATE_FLAGS, **APPROVAL_FLAGS, **SPEND_RATE_FLAGS}
+_CLEARABLE = {**{dest.replace("_", "-"): field for dest, field in _FIELD_FLAGS.items()},
               "notify-email": "notify.email", "notify-slack": "notify.slack_webhook", "notify-webhook": "notify.webhook"}
 
 
@@ -33,6 +37,14 @@ def _money(value: str) -> str:
     except InvalidOperation:
         raise argparse.ArgumentTypeError(f"not an amount in USD: {value!r} (e.g. 50 or 0.25)") from None
     return format(amount, "f")  # the gateway takes plain decimal strings only (no exponent: "1E+3" is refused)
+
+
+def _multiple(value: str) -> str:
+    try:
+        multiple = Decimal(value)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r} (e.g. 3 or 2.5)") from None
+    return format(multiple, "f")
 
 
 def _count(value: str) -> int:
@@ -66,7 +78,7 @@ def _url(value: str) -> str:
 def build_policy(args: argparse.Namespace) -> dict[str, Any]:
     """The fields given on the command line, as the JSON body's fields (flags not given are left out)."""
     policy: dict[str, Any] = {}
-    for flag, name in {**MONEY_FLAGS, **COUNT_FLAGS, **RATE_FLAGS}.items():
+    for flag, name in _FIELD_FLAGS.items():
         value = getattr(args, flag)
         if value is not None:
             policy[name] = value
@@ -116,6 +128,12 @@ def _add_field_flags(parser: argparse.ArgumentParser) -> None:
     for flag in RATE_FLAGS:
         parser.add_argument("--" + flag.replace("_", "-"), dest=flag, type=_money, metavar="USD",
                             help=f"{flag.removesuffix('_per_1m').replace('_', ' ')} rate for unpriced calls, USD per 1M tokens")
+    parser.add_argument("--approval-raise", dest="approval_raise", type=_money, metavar="USD",
+                        help="with --action require_approval: what an approval adds to the breached limit for the rest of "
+                        "its window (default: the limit itself)")
+    parser.add_argument("--alert-on-spend-rate", dest="alert_on_spend_rate", type=_multiple, metavar="MULTIPLE",
+                        help="alert (once an hour) when the hour's projected spend exceeds MULTIPLE times the agent's "
+                        "usual hourly spend, e.g. 3 (greater than 1; default off)")
     parser.add_argument("--timezone", metavar="IANA", help="windows start at 00:00 in this zone (default UTC)")
     parser.add_argument("--alert-thresholds", type=_thresholds, metavar="0.5,0.8,1.0",
                         help="alert when this share of a limit is spent (default 0.5,0.8,1.0)")

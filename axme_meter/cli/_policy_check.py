@@ -24,7 +24,12 @@ COUNT_FLAGS = {"max_intents_per_day": "max_intents_per_day", "max_intents_per_ho
                "max_identical_requests_per_hour": "max_identical_requests_per_hour"}
 #: CLI flag -> policy field, for the conservative per-1M-token rates of calls the client cannot price
 RATE_FLAGS = {"unpriced_input_per_1m": "unpriced_input_usd_per_1m", "unpriced_output_per_1m": "unpriced_output_usd_per_1m"}
+#: CLI flag -> policy field: what an approval adds (``require_approval``), and the spend-rate alert's multiple
+APPROVAL_FLAGS = {"approval_raise": "approval_raise_usd"}
+SPEND_RATE_FLAGS = {"alert_on_spend_rate": "alert_on_spend_rate_multiple"}
 LIMIT_FIELDS = (*MONEY_FLAGS.values(), *COUNT_FLAGS.values())
+#: the gateway's ``MAX_SPEND_RATE_MULTIPLE``
+MAX_SPEND_RATE_MULTIPLE = Decimal(1000)
 #: ``alert`` is AXME's spelling of ``notify``; the gateway stores it as ``notify``
 ACTIONS = ("block", "notify", "alert", "pause", "kill", "require_approval")
 UNPRICED = ("estimate", "refuse")
@@ -38,7 +43,8 @@ EMAIL_HINT = "an email address such as ops@example.com"
 WEBHOOK_HINT = "an http:// or https:// URL such as https://hooks.example.com/axme"
 
 _FIELD_FLAGS = {
-    **{field: "--" + dest.replace("_", "-") for dest, field in {**MONEY_FLAGS, **COUNT_FLAGS, **RATE_FLAGS}.items()},
+    **{field: "--" + dest.replace("_", "-") for dest, field in {**MONEY_FLAGS, **COUNT_FLAGS, **RATE_FLAGS, **APPROVAL_FLAGS,
+                                                                **SPEND_RATE_FLAGS}.items()},
     "action_on_breach": "--action", "on_unpriced_call": "--on-unpriced-call", "timezone": "--timezone", "alert_thresholds": "--alert-thresholds",
     "notify.email": "--notify-email", "notify.slack_webhook": "--notify-slack", "notify.webhook": "--notify-webhook",
 }
@@ -82,7 +88,7 @@ def _describe(error: Any) -> str:
 
 def _equivalent_checks(body: dict[str, Any]) -> str | None:
     """The checks of the gateway's ``CostPolicy`` for installs without pydantic's model of it."""
-    for field in (*MONEY_FLAGS.values(), *RATE_FLAGS.values()):
+    for field in (*MONEY_FLAGS.values(), *RATE_FLAGS.values(), *APPROVAL_FLAGS.values()):
         if body.get(field) is not None:
             problem = _money_problem(body[field])
             if problem:
@@ -98,6 +104,9 @@ def _equivalent_checks(body: dict[str, Any]) -> str | None:
     problem = _timezone_problem(body.get("timezone", "UTC"))
     if problem:
         return f"--timezone: {problem}"
+    multiple = body.get("alert_on_spend_rate_multiple")
+    if multiple is not None and _multiple_problem(multiple):
+        return f"--alert-on-spend-rate: {_multiple_problem(multiple)}"
     thresholds = body.get("alert_thresholds", [])
     if len(thresholds) > 10 or any(not isinstance(t, (int, float)) or not 0 < t <= 1 for t in thresholds):
         return "--alert-thresholds: give at most 10 fractions greater than 0 and at most 1, e.g. 0.5,0.8,1.0"
@@ -122,6 +131,17 @@ def _money_problem(value: Any) -> str | None:
         return "must be greater than zero"
     if amount > MAX_POLICY_USD:
         return f"must be at most {MAX_POLICY_USD} USD"
+    return None
+
+
+def _multiple_problem(value: Any) -> str | None:
+    try:
+        multiple = Decimal(str(value).strip())
+    except InvalidOperation:
+        multiple = Decimal("NaN")
+    if not multiple.is_finite() or not 1 < multiple <= MAX_SPEND_RATE_MULTIPLE:
+        return (f"must be greater than 1 and at most {MAX_SPEND_RATE_MULTIPLE}, such as \"3\" (alert when the current "
+                f"hour's projected spend exceeds 3 times the agent's usual hourly spend); got {value!r}")
     return None
 
 

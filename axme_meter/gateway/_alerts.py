@@ -30,6 +30,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .._protocol import parse_iso
+from . import _slack
+from ._approval_tokens import MAX_LINK_SECONDS, ApprovalSigner, Claims
 from ._egress import EgressPolicy, RefusedTarget
 from ._redact import redact_text, redact_url
 
@@ -38,6 +41,11 @@ log = logging.getLogger("axme_meter.gateway.alerts")
 
 @dataclass(slots=True)
 class Alert:
+    """One notification. ``kind``: ``budget`` (a threshold of a limit), ``loop`` (identical requests passed
+    ``max_identical_requests_per_hour``, see ``_loops``), ``spend_rate`` (an anomaly, see
+    ``_spend_rate``) or ``approval`` (a request with Approve/Deny, see ``_approvals``); ``details`` is the
+    kind's own JSON (the approval's wire form, the spend-rate figures)."""
+
     org: str
     address_id: str
     agent: str
@@ -47,19 +55,37 @@ class Alert:
     spent: str
     resets_at: str | None
     notify: dict[str, Any] = field(default_factory=dict)
-    #: A text of its own (loop detection); else the budget threshold text below.
+    kind: str = "budget"  # budget | loop | spend_rate | approval | slack_update (a decided request's Slack message)
+    details: dict[str, Any] | None = None
+    #: A text of its own (loop detection); else the kind's text below.
     message: str | None = None
 
     def text(self) -> str:
         if self.message is not None:
             return self.message
+        if self.kind == "approval" and self.details:
+            d = self.details
+            return (f"[axme-meter] approval needed: {self.agent} is paused, {d['policy']} spent ${d['spent']} of "
+                    f"${d['limit']}; approving raises it by ${d['raise']} until {d['resets_at']} ({d['id']})")
+        if self.kind == "slack_update" and self.details:
+            return str(self.details.get("text", ""))
+        if self.kind == "spend_rate" and self.details:
+            d = self.details
+            return (f"[axme-meter] {self.agent} is spending fast: ${d['projected']} projected this hour, "
+                    f"{d['ratio']}x its usual ${d['baseline']} per hour (alert above {d['multiple']}x)")
         pct = f"{float(self.threshold) * 100:g}%"
         return (f"[axme-meter] {self.agent} reached {pct} of {self.policy}: spent ${self.spent} of ${self.limit}"
                 + (f" (resets {self.resets_at})" if self.resets_at else ""))
 
     def payload(self) -> dict[str, Any]:
-        return {"type": "loop.alert" if self.threshold == "loop" else "budget.alert", "agent": self.agent, "address_id": self.address_id, "policy": self.policy,
-                "threshold": self.threshold, "limit": self.limit, "spent": self.spent, "resets_at": self.resets_at,
+        if self.kind == "approval":
+            return {"type": "approval.requested", "agent": self.agent, "address_id": self.address_id,
+                    "approval": self.details, "message": self.text()}
+        if self.kind == "spend_rate":
+            return {"type": "spend_rate.alert", "agent": self.agent, "address_id": self.address_id,
+                    "policy": self.policy, **(self.details or {}), "message": self.text()}
+        return {"type": "loop.alert" if self.kind == "loop" else "budget.alert", "agent": self.agent,
+                "address_id": self.address_id, "policy": self.policy, "threshold": self.threshold, "limit": self.limit, "spent": self.spent, "resets_at": self.resets_at,
                 "message": self.text()}
 
 
@@ -110,6 +136,8 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(MAX_LANES)
         self._closed = threading.Event()
+        #: Signs the Approve/Deny links and buttons of approval requests (set by ``build_gateway``).
+        self.approvals: ApprovalSigner | None = None
 
     def submit(self, alerts: list[Alert]) -> None:
         for alert in alerts:
@@ -196,7 +224,10 @@ class Dispatcher:
         addresses = self._egress.check(url.host, port)
         if lane.http is None:
             lane.http = httpx.Client(timeout=self._timeout, follow_redirects=False)
-        body = json.dumps({"text": alert.text()} if kind == "slack" else alert.payload())
+        if kind == "slack":
+            body = json.dumps(self._slack_body(alert))
+        else:
+            body = json.dumps(alert.payload())
         headers = {"content-type": "application/json", "host": url.netloc.decode("ascii")}
         resp = _post_pinned(lane.http, url, addresses, body, headers)
         if resp.status_code >= 300:
@@ -208,13 +239,42 @@ class Dispatcher:
         msg["From"] = self._smtp_from
         msg["To"] = to
         msg["Subject"] = alert.text()
-        msg.set_content(json.dumps(alert.payload(), indent=2))
+        msg.set_content(self._email_body(to, alert))
         smtp_cls = smtplib.SMTP_SSL if parts.scheme == "smtps" else smtplib.SMTP
         with smtp_cls(parts.hostname or "127.0.0.1", parts.port or (465 if parts.scheme == "smtps" else 25),
                       timeout=self._timeout) as smtp:
             if parts.username:
                 smtp.login(parts.username, parts.password or "")
             smtp.send_message(msg)
+
+
+    def _tokens(self, alert: Alert, channel: str, to: str) -> tuple[str, str] | None:
+        """Signed approve/deny tokens for an approval alert (``None`` for other alerts or without a signer)."""
+        if alert.kind != "approval" or not alert.details or self.approvals is None:
+            return None
+        d = alert.details
+        created = int(parse_iso(d["created_at"]) or 0)
+        expires = min(int(parse_iso(d["resets_at"]) or 0), created + MAX_LINK_SECONDS)
+        return tuple(self.approvals.token(Claims(d["id"], alert.org, decision, channel, to, expires))  # type: ignore[return-value]
+                     for decision in ("approve", "deny"))
+
+    def _slack_body(self, alert: Alert) -> dict[str, Any]:
+        if alert.kind == "slack_update" and alert.details:
+            return alert.details  # a decided request's message, replacing the buttons (``_slack.decided_message``)
+        tokens = self._tokens(alert, "slack", "slack")
+        if tokens is None or alert.details is None:
+            return {"text": alert.text()}
+        return _slack.message(alert.text().removeprefix("[axme-meter] approval needed: "), alert.details, *tokens)
+
+    def _email_body(self, to: str, alert: Alert) -> str:
+        tokens = self._tokens(alert, "email", to)
+        if tokens is None or self.approvals is None:
+            return json.dumps(alert.payload(), indent=2)
+        approve, deny = (self.approvals.link(t) for t in tokens)
+        return (f"{alert.text()}\n\nApprove (raise the limit and resume the agent):\n{approve}\n\n"
+                f"Deny (the agent stays paused):\n{deny}\n\nEach link asks you to confirm, works once, and expires "
+                f"at {alert.details and alert.details['resets_at']} at the latest.\n\n"
+                + json.dumps(alert.payload(), indent=2))
 
 
 def _post_pinned(http: httpx.Client, url: httpx.URL, addresses: list[str], body: str, headers: dict[str, str]) -> httpx.Response:

@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute
 from .._protocol import error_body
 from . import _agent_quota, _store
 from ._alerts import Alert, Dispatcher
+from ._approval_tokens import ApprovalSigner, load_secret
 from ._auth import KeyRing, new_key
 from ._config import Settings
 from ._db import make_engine, migrate
@@ -90,6 +91,8 @@ def build_gateway(settings: Settings) -> Gateway:
                             backoff=settings.alert_backoff, timeout=settings.alert_timeout,
                             egress=egress,
                             on_result=lambda ch, res: metrics.alerts.labels(ch, res).inc())
+    dispatcher.approvals = ApprovalSigner(load_secret(engine, settings.approval_secret, int(clock.now().timestamp())),
+                                          settings.public_url)
     claims = _store.AlertClaims()
     # the write paths (``_ingest``) claim alerts with a connection, not a Gateway: the engine hands it on
     engine.update_execution_options(**{_store.CLAIMS_OPTION: claims, _agent_quota.OPTION: settings.new_agents_per_minute})

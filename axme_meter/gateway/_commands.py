@@ -11,7 +11,9 @@ all call these functions, so the rules are enforced once:
   (``policy.updated``, ``policy.deleted``, ``agent.paused|resumed|killed``,
   ``key.created``, ``key.revoked``, ``prices.loaded``, ``prices.unloaded``), with webhook URLs redacted;
 - the price table is shared by every org, so only the super-admin (org ``*``) loads price files;
-- a policy written back with the redacted URLs that reads show keeps the stored ones.
+- a policy written back with the redacted URLs that reads show keeps the stored ones;
+- approval requests are decided here too (``approval.approved|denied``, ``agent.resumed``, with the
+  approver: a key prefix, or for Slack and email the user id / address a signed token was sent to).
 
 Functions take the engine and run their own transaction (``in_transaction``: retried
 on PostgreSQL deadlocks, serialised on SQLite); refusals are raised as ``ApiError``.
@@ -31,7 +33,7 @@ from sqlalchemy.engine import Connection
 from .. import _attribution
 from .._pricing import PriceFileError
 from .._pricing._load import PriceFile
-from . import _agent_quota, _prices, _queries, _store
+from . import _agent_quota, _approvals, _prices, _queries, _store
 from ._auth import Principal, new_key, require_admin
 from ._errors import ApiError, not_found
 from ._ingest import in_transaction
@@ -303,3 +305,71 @@ def unload_prices(engine: Engine, who: Principal, name: str, now: datetime) -> d
         return {"ok": True, "name": name, "pricing_version": snapshot.version, "loaded": [f.name for f in snapshot.loaded]}
 
     return in_transaction(engine, tx)
+
+
+# -- approvals -------------------------------------------------------------------------------------
+
+APPROVAL_STATES = ("pending", "approved", "denied", "expired")
+
+
+def list_approvals(engine: Engine, who: Principal, now: datetime, *, state: str | None = None,
+                   agent: str | None = None, limit: int = 100) -> dict[str, Any]:
+    """Approval requests inside ``who``'s scope, newest first (``state``: pending, approved, denied, expired)."""
+    require_admin(who)
+    if state is not None and state not in APPROVAL_STATES:
+        raise ApiError(422, "validation_error", f"state: must be one of {', '.join(APPROVAL_STATES)}", {"field": "state"})
+    ts = int(now.timestamp())
+    with engine.connect() as conn:
+        agent_id = None
+        if agent is not None:
+            row = _queries.find_agent(conn, who.org, agent)
+            if row is None:
+                raise not_found(f"agent {agent!r}")
+            agent_id = row["address_id"]
+        found = _approvals.list_requests(conn, who.org, state=state, agent_id=agent_id, bound_agent=who.agent, now=ts,
+                                         limit=limit)
+    return {"ok": True, "approvals": [a.to_wire(ts) for a in found]}
+
+
+def get_approval(engine: Engine, who: Principal, approval_id: str, now: datetime) -> dict[str, Any]:
+    require_admin(who)
+    with engine.connect() as conn:
+        found = _approvals.visible(conn, who.org, approval_id, who.agent)
+    return {"ok": True, "approval": found.to_wire(int(now.timestamp()))}
+
+
+def decide_approval(engine: Engine, who: Principal, approval_id: str, decision: str, now: datetime, *,
+                    channel: str = "api") -> dict[str, Any]:
+    """Approve (raise the limit for the rest of the window, resume the agent) or deny (it stays paused).
+
+    The approver recorded in the events is the key's prefix; another org's request is a 404, a decided one
+    a 409 and one whose window ended a 410, and none of them changes anything."""
+    require_admin(who)
+    if decision not in _approvals.DECISIONS:
+        raise ApiError(422, "validation_error", "decision: must be approve or deny", {"field": "decision"})
+    ts = int(now.timestamp())
+
+    def tx(conn: Connection) -> dict[str, Any]:
+        found = _approvals.visible(conn, who.org, approval_id, who.agent)
+        return _approvals.decide(conn, found, decision, _by(who), channel, ts)
+
+    return in_transaction(engine, tx)
+
+
+def decide_by_token(engine: Engine, org: str, approval_id: str, decision: str, by: str, channel: str,
+                    now: datetime) -> dict[str, Any]:
+    """A decision from a signed Slack button or email link: the token (already verified) names the org and
+    the approval; ``by`` is the Slack user id or the email address the link was sent to."""
+    ts = int(now.timestamp())
+
+    def tx(conn: Connection) -> dict[str, Any]:
+        found = _approvals.visible(conn, org, approval_id)
+        return _approvals.decide(conn, found, decision, by, channel, ts)
+
+    return in_transaction(engine, tx)
+
+
+def approval_for_token(engine: Engine, org: str, approval_id: str) -> _approvals.Approval:
+    """The request a verified token names (404 if it is gone or, impossibly for a genuine token, another org's)."""
+    with engine.connect() as conn:
+        return _approvals.visible(conn, org, approval_id)

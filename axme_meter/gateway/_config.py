@@ -55,6 +55,13 @@ class Settings:
     #: Conservative (input, output) rates in pico-dollars per 1M tokens for calls a client cannot price,
     #: unless an agent's policy sets its own; ``None``: the effective table's dearest. See :func:`unpriced_rates_from`.
     unpriced_rates: tuple[int, int] | None = None
+    #: ``AXME_GATEWAY_PUBLIC_URL``: where people reach this gateway (the approval links in emails); the CLI
+    #: defaults it to the address it listens on.
+    public_url: str = "http://127.0.0.1:8787"
+    #: ``AXME_GATEWAY_SLACK_SIGNING_SECRET``: the Slack app's signing secret; Slack callbacks are refused without it.
+    slack_signing_secret: str | None = None
+    #: ``AXME_GATEWAY_APPROVAL_SECRET``: signs approval links and buttons; default: one kept in the database.
+    approval_secret: str | None = None
     #: ``AXME_GATEWAY_NEW_AGENTS_PER_MINUTE``: agents one org may create per rolling minute (0: unlimited), see ``_agent_quota``
     new_agents_per_minute: int = 600
 
@@ -67,7 +74,11 @@ class Settings:
             "clock_file": env.get("AXME_GATEWAY_CLOCK_FILE") or None,
             "smtp_url": env.get("AXME_GATEWAY_SMTP_URL") or None,
             "smtp_from": env.get("AXME_GATEWAY_SMTP_FROM") or "axme-meter@localhost",
+            "slack_signing_secret": env.get("AXME_GATEWAY_SLACK_SIGNING_SECRET") or None,
+            "approval_secret": env.get("AXME_GATEWAY_APPROVAL_SECRET") or None,
         }
+        if env.get("AXME_GATEWAY_PUBLIC_URL"):
+            values["public_url"] = env["AXME_GATEWAY_PUBLIC_URL"].rstrip("/")
         if env.get("AXME_GATEWAY_ALERT_RETRIES"):
             values["alert_retries"] = max(1, int(env["AXME_GATEWAY_ALERT_RETRIES"]))
         values["unpriced_rates"] = unpriced_rates_from(env.get("AXME_GATEWAY_UNPRICED_RATES"))

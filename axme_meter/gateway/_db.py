@@ -204,6 +204,41 @@ price_files = Table(
 )
 
 
+#: Approval requests (schema version 6, see ``_approvals.py``): opened when a ``require_approval`` policy
+#: pauses an agent; approving adds ``raise_pico`` to that policy's limit until ``resets_at`` (the window's end).
+approvals = Table(
+    "axme_approvals",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org", String(128), nullable=False),
+    Column("address_id", String(40), nullable=False),
+    Column("address", String(400), nullable=False),
+    Column("policy", String(64), nullable=False),
+    Column("window", String(8), nullable=False),
+    Column("window_start", BigInteger, nullable=False),
+    Column("resets_at", BigInteger, nullable=False),
+    Column("limit_pico", BigInteger, nullable=False),  # the limit in force when it was opened (raises included)
+    Column("spent_pico", BigInteger, nullable=False),
+    Column("raise_pico", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),  # pending | approved | denied
+    Column("created_at", BigInteger, nullable=False),
+    Column("decided_at", BigInteger),
+    Column("decided_by", String(300)),
+    Column("channel", String(16)),  # api | dashboard | cli | slack | email
+    Index("ix_axme_approvals_org_state", "org", "state"),
+    Index("ix_axme_approvals_agent", "address_id", "state", "resets_at"),
+)
+
+#: Gateway-wide secrets shared by every replica through the database (schema version 6): the key that
+#: signs approval links and Slack button values, created at the first start unless configured.
+gateway_secrets = Table(
+    "axme_gateway_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(200), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
 #: Per-org secrets (schema version 7): ``loop_key`` keys the BLAKE2b fingerprints clients compute for loop
 #: detection (``max_identical_requests_per_hour``). Handed out in heartbeat and grant answers to the org's
 #: keys only, so every process of an org fingerprints alike and nobody outside it can test guesses.
@@ -289,7 +324,8 @@ def migrate(engine: Engine) -> None:
             # 4 → 5: sharded counters (existing rows become shard 0) and the (org, created_at) index of agents
             if current < 5:
                 _shard_counters_v5(conn)
-            # 5 → 6: (approvals, merged separately)
+            if current < 6:
+                pass  # 5 → 6: adds axme_approvals and axme_gateway_secrets (create_all above made them)
             # 6 → 7: adds axme_org_secrets and axme_repeats (create_all above made them; both start empty)
             conn.execute(schema_version.update().values(version=SCHEMA_VERSION))
 

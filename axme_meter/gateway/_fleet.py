@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement, Select
 
 from .._protocol import parse_iso, parse_money
-from . import _client_blocks, _store
+from . import _approvals, _client_blocks, _store
 from ._db import agents, repeats
 from ._policies import WINDOWED, evaluate
 from ._queries import agent_id_of, moment, parse_policy, visible_to
@@ -129,13 +129,20 @@ def _identical(now: datetime) -> Any:
             .scalar_subquery())
 
 
-def _agent_of(row: Mapping[str, Any], now: datetime, window_bounds: dict[tuple[str, str], tuple[datetime, datetime]]) -> Agent:
+def _raises(conn: Connection, rows: Sequence[Mapping[str, Any]], now: datetime) -> dict[str, dict[tuple[str, int], int]]:
+    """Approved raises (``_approvals``) of the listed agents whose policy asks for approvals: one query, if any."""
+    ids = [r["address_id"] for r in rows if r["policy"] and "require_approval" in r["policy"]]
+    return _approvals.active_raises(conn, ids, int(now.timestamp())) if ids else {}
+
+
+def _agent_of(row: Mapping[str, Any], now: datetime, window_bounds: dict[tuple[str, str], tuple[datetime, datetime]],
+              raises: Mapping[str, Mapping[tuple[str, int], int]] | None = None) -> Agent:
     """A row with ``_agent_select``'s columns as an :class:`Agent`, its policies evaluated exactly as heartbeats do."""
     tz = row["tz"]
     policy = parse_policy(row["policy"])
     totals = {w: Totals.of({f: row[f"{w}_{f}"] for f in _store.COUNTER_FIELDS}) for w in WINDOWS}
     status = evaluate(row["address"], row["address_id"], row["state"], policy, {w: t.as_counters() for w, t in totals.items()}, now,
-                      identical=int(row.get("identical") or 0))
+                      identical=int(row.get("identical") or 0), raises=(raises or {}).get(row["address_id"]))
     windows = {}
     for w in WINDOWS:
         span = window_bounds.get((w, tz))
@@ -167,7 +174,7 @@ def get_agent(conn: Connection, org: str, ref: str, now: datetime) -> Agent | No
         if row is None or row["zone_known"]:
             break
         _ZONES.learn([row["tz"]])
-    return None if row is None else _agent_of(row, now, {})
+    return None if row is None else _agent_of(row, now, {}, _raises(conn, [row], now))
 
 
 def _ranking_select(conn: Connection, org: str, now: datetime, zones: Sequence[str], query: AgentQuery) -> Select[Any]:
@@ -297,7 +304,9 @@ def list_agents(conn: Connection, org: str, now: datetime, query: AgentQuery | N
     matching_cost = {w: int(first[f"matching_{w}_hi"]) * 10**9 + int(first[f"matching_{w}_lo"]) for w in query.shown}
     end = None if query.limit is None else query.offset + query.limit
     spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
-    listed = [_agent_of(r, now, spans) for r in rows if r["matches"] and r["rank"] > query.offset and (end is None or r["rank"] <= end)]
+    shown = [r for r in rows if r["matches"] and r["rank"] > query.offset and (end is None or r["rank"] <= end)]
+    raises = _raises(conn, shown, now)
+    listed = [_agent_of(r, now, spans, raises) for r in shown]
     return AgentPage(query, listed, summary, int(first["matching"] or 0), matching_cost)
 
 

@@ -28,15 +28,15 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from .._protocol import AGENT_CREATION_RATE_LIMITED, CONFLICT, DUPLICATE, ERROR, LOOP_POLICY, RECORDED, entry_result, money
-from . import _agent_quota, _client_blocks, _grants, _loops, _reprice, _store
+from . import _agent_quota, _approvals, _client_blocks, _grants, _loops, _reprice, _spend_rate, _store
 from ._alerts import Alert
 from ._auth import Principal
 from ._db import write_conn
 from ._errors import ApiError
 from ._policies import AgentStatus, PolicyStatus, intent_refusal
 from ._queries import load_status, load_statuses, parse_policy
-from ._schemas import ClientBlock, GrantUse, HeartbeatEntry, IntentCreate
-from ._windows import window_starts
+from ._schemas import ClientBlock, CostPolicy, GrantUse, HeartbeatEntry, IntentCreate
+from ._windows import iso, window_starts
 
 T = TypeVar("T")
 #: SQLite has one writer at a time anyway; queueing threads on a lock beats its sleep-and-poll busy handler.
@@ -158,6 +158,7 @@ def _record_tx(conn: Connection, entries: Sequence[HeartbeatEntry], addresses: S
         statuses[address].instances = live[_store.address_id(address)]
         row = rows[_store.address_id(address)]
         alerts.extend(after_evaluation(conn, row, statuses[address], ts, seen.intents.get(row["address_id"], {})))
+        alerts.extend(_spend_rate.check(conn, row, parse_policy(row["policy"]), now))
         _loops.add_answer(conn, row, statuses[address], ts, seen.fingerprints.get(row["address_id"], ()))
     results = [
         entry_result(entry_id, status, CONFLICT if status == CONFLICT else None, reason, "id" if reason else None)
@@ -280,8 +281,8 @@ def after_evaluation(conn: Connection, row: Mapping[Any, Any], status: AgentStat
         if p.kind != "usd" or p.window_start is None:
             continue
         start = int(p.window_start.timestamp())
-        if p.breached and _store.claim_alert(conn, aid, p.name, start, "breach", ts):
-            _on_breach(conn, row, status, policy.action_on_breach, p, ts)
+        if p.breached and _store.claim_alert(conn, aid, p.name, start, breach_claim(p), ts):
+            alerts.extend(_on_breach(conn, row, status, policy, p, ts))
         for threshold in policy.alert_thresholds:
             if p.spent * 1_000_000 >= p.limit * round(threshold * 1_000_000):
                 key = f"{threshold:g}"
@@ -303,26 +304,56 @@ BREACH_ACTIONS: dict[str, tuple[str, str | None]] = {
 }
 
 
-def _on_breach(conn: Connection, row: Mapping[Any, Any], status: AgentStatus, action: str, p: PolicyStatus, ts: int) -> None:
+def breach_claim(p: PolicyStatus) -> str:
+    """The claim key of a breach: ``breach`` for the policy's own limit; a limit raised by approvals is a new
+    limit whose breach is claimed (and so pauses and asks again) once more (fits the 16-character column)."""
+    if not p.raised:
+        return "breach"
+    return "breach:" + hashlib.sha256(str(p.raised).encode()).hexdigest()[:8]
+
+
+def _on_breach(conn: Connection, row: Mapping[Any, Any], status: AgentStatus, policy: CostPolicy, p: PolicyStatus,
+               ts: int) -> list[Alert]:
     """First breach of this policy in this window (claimed once across replicas): event, and a state change when asked.
 
-    Changing state only on the first breach means an admin's resume sticks for the rest of the window."""
+    Changing state only on the first breach means an admin's resume sticks for the rest of the window.
+    ``require_approval`` also opens an approval request; its notification is returned for delivery."""
     org, aid = row["org"], row["address_id"]
+    action = policy.action_on_breach
     kind, new_state = BREACH_ACTIONS[action]
     data = _policy_data(row["address"], p)
+    out: list[Alert] = []
     if new_state is not None:
         if status.state == "active" and _store.set_state(conn, aid, new_state) == "active":
             status.state = new_state
             data["by"] = "policy"
-            if action == "require_approval":
-                data["approval_required"] = True
-                data["message"] = f"{row['address']} is paused until an admin approves more budget and resumes it"
+            if action == "require_approval" and p.kind == "usd":  # a loop breach pauses: no money to approve
+                approval = _open_approval(conn, row, policy, p, ts)
+                data.update(approval_required=True, approval_id=approval.id,
+                            message=f"{row['address']} is paused until an admin approves more budget ({approval.id})")
+                out.append(_approval_alert(approval, policy, ts))
         else:
             kind = "policy.breached"
     _store.add_event(conn, org, aid, kind, data, ts)
+    return out
 
 
-def _on_loop(conn: Connection, row: Mapping[Any, Any], status: AgentStatus, policy: Any, p: PolicyStatus,
+def _open_approval(conn: Connection, row: Mapping[Any, Any], policy: CostPolicy, p: PolicyStatus, ts: int) -> _approvals.Approval:
+    own_limit = p.limit - p.raised
+    raise_amount = policy.approval_raise_usd or own_limit
+    start = int(p.window_start.timestamp()) if p.window_start else ts
+    resets = int(p.resets_at.timestamp()) if p.resets_at else ts + 86_400
+    return _approvals.open_request(conn, row, p.name, p.window or "day", start, resets, p.limit, p.spent, int(raise_amount), ts)
+
+
+def _approval_alert(approval: _approvals.Approval, policy: CostPolicy, ts: int) -> Alert:
+    """The request as an alert: Slack gets Approve/Deny buttons, email signed links, webhooks the JSON."""
+    return Alert(approval.org, approval.address_id, approval.address, approval.policy, "approval", money(approval.limit),
+                 money(approval.spent), iso(approval.resets_at), json.loads(json.dumps(policy.notify.model_dump())),
+                 kind="approval", details=approval.to_wire(ts))
+
+
+def _on_loop(conn: Connection, row: Mapping[Any, Any], status: AgentStatus, policy: CostPolicy, p: PolicyStatus,
              loop_intents: Mapping[str, str | None], ts: int) -> list[Alert]:
     """An identical request passed ``max_identical_requests_per_hour``: once per agent and hour across replicas
     (the alert claim), a ``loop.detected`` event, the breach action (event; pause / kill change the state) and
@@ -335,12 +366,12 @@ def _on_loop(conn: Connection, row: Mapping[Any, Any], status: AgentStatus, poli
     data = {**_policy_data(row["address"], p), "count": p.spent, "intent": intent, "fingerprint": fingerprint,
             "action": policy.action_on_breach}
     _store.add_event(conn, org, aid, "loop.detected", data, ts)
-    _on_breach(conn, row, status, policy.action_on_breach, p, ts)
+    _on_breach(conn, row, status, policy, p, ts)
     where = f" in intent {intent}" if intent else ""
     message = (f"[axme-meter] {row['address']} sent the same request {p.spent} times this hour{where} "
                f"(max_identical_requests_per_hour is {p.limit}): a runaway loop? action: {policy.action_on_breach}")
     return [Alert(org, aid, row["address"], p.name, "loop", str(p.limit), str(p.spent), data["resets_at"],
-                  json.loads(json.dumps(policy.notify.model_dump())), message=message)]
+                  json.loads(json.dumps(policy.notify.model_dump())), kind="loop", message=message)]
 
 
 def _policy_data(address: str, p: PolicyStatus) -> dict[str, Any]:

@@ -25,6 +25,22 @@ def _op(summary: str, *, body: str | dict[str, Any] | None = None, params: list[
     return op
 
 
+_TOKEN_PARAM = {"name": "token", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 2000}}
+_APPROVAL_PARAM = {"name": "approval_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+
+
+def _public(summary: str, *, html: bool = False, form: bool = False, params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """An operation without an API key: its credential is a signature (a signed link, Slack's signing secret)."""
+    media = "text/html" if html else "application/json"
+    op: dict[str, Any] = {"summary": summary, "security": [], "parameters": params or [],
+                          "responses": {"200": {"description": "ok", "content": {media: {"schema": {"type": "string" if html else "object"}}}},
+                                        "4XX": _ERROR}}
+    if form:
+        op["requestBody"] = {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+            "type": "object", "properties": {"payload": {"type": "string"}}, "required": ["payload"]}}}}
+    return op
+
+
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
     _, defs = models_json_schema(
@@ -72,6 +88,24 @@ def openapi_document() -> dict[str, Any]:
             "/v1/prices": {"get": _op("The effective price table and its pricing_version (ETag; If-None-Match gives 304)"),
                            "post": _op("Load a price file (super-admin)", body="PriceFileUpload", ok="201")},
             "/v1/prices/{name}": {"delete": _op("Unload a price file (super-admin)", params=[{**_AGENT_PARAM, "name": "name"}])},
+            "/v1/mesh/approvals": {"get": _op("Approval requests (admin), newest first", params=[
+                {"name": "state", "in": "query", "required": False,
+                 "schema": {"type": "string", "enum": ["pending", "approved", "denied", "expired"]}},
+                {"name": "agent", "in": "query", "required": False, "schema": {"type": "string"}},
+                {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}])},
+            "/v1/mesh/approvals/{approval_id}": {"get": _op("One approval request (admin)", params=[_APPROVAL_PARAM])},
+            "/v1/mesh/approvals/{approval_id}/approve": {"post": _op(
+                "Approve: raise the breached limit until its window ends and resume the agent (admin)", params=[_APPROVAL_PARAM])},
+            "/v1/mesh/approvals/{approval_id}/deny": {"post": _op("Deny: the agent stays paused (admin)",
+                                                                  params=[_APPROVAL_PARAM])},
+            "/v1/approvals/links/{token}": {
+                "get": _public("The confirmation page of an emailed approve/deny link (decides nothing)", html=True,
+                               params=[_TOKEN_PARAM]),
+                "post": _public("Decide through an emailed link (once; the link's signature is the credential)", html=True,
+                                params=[_TOKEN_PARAM])},
+            "/v1/slack/interactions": {"post": _public(
+                "Slack's Approve/Deny button callback (X-Slack-Signature v0, X-Slack-Request-Timestamp within 5 min)",
+                form=True)},
             "/v1/mesh/events": {"get": _op("Events", params=[
                 {"name": "agent", "in": "query", "required": False, "schema": {"type": "string"}},
                 {"name": "after_id", "in": "query", "required": False, "schema": {"type": "integer"}},

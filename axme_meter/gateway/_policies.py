@@ -10,6 +10,7 @@ admin raises the limit, on every replica at once.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -40,6 +41,8 @@ class PolicyStatus:
     window_start: datetime | None
     resets_at: datetime | None
     intent_id: str | None = None
+    #: Added to the policy's own limit by approvals for this window (already included in ``limit``).
+    raised: int = 0
 
     @property
     def remaining(self) -> int:
@@ -114,6 +117,7 @@ def evaluate(
     now: datetime,
     intent_costs: dict[str, int] | None = None,
     identical: int = 0,
+    raises: Mapping[tuple[str, int], int] | None = None,
 ) -> AgentStatus:
     """The agent's effective state and per-policy status.
 
@@ -122,7 +126,8 @@ def evaluate(
     blocked means a ``block`` policy's windowed limit is reached (spent >= limit).
     Intent-count limits gate new intents only (see :func:`intent_refusal`). ``identical`` is the
     highest identical-request count of the current hour (``max_identical_requests_per_hour``): passing
-    that limit under ``block`` blocks the agent for the rest of the hour, like a money limit.
+    that limit under ``block`` blocks the agent for the rest of the hour, like a money limit. ``raises`` maps
+    ``(policy name, window start)`` to what approvals added to that limit (``_approvals.py``).
     """
     status = AgentStatus(address, aid, stored_state)
     if policy is None:
@@ -134,7 +139,8 @@ def evaluate(
             continue
         start, end = bounds(window, now, tz)
         spent = totals.get(window, {}).get(column, 0)
-        status.policies.append(PolicyStatus(name, kind, int(limit), int(spent), window, start, end))
+        raised = (raises or {}).get((name, int(start.timestamp())), 0) if kind == "usd" else 0
+        status.policies.append(PolicyStatus(name, kind, int(limit) + raised, int(spent), window, start, end, raised=raised))
     if policy.max_cost_per_intent_usd is not None:
         for intent_id, cost in sorted((intent_costs or {}).items()):
             status.policies.append(

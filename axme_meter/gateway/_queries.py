@@ -33,7 +33,7 @@ from sqlalchemy import and_, func, select, true
 from sqlalchemy.engine import Connection
 
 from .._attribution import InvalidAgentAddress, validate_address
-from . import _store
+from . import _approvals, _store
 from ._db import agents, counters, events, intents
 from ._policies import AgentStatus, evaluate, windows_needed
 from ._redact import redact_event
@@ -106,7 +106,9 @@ def load_status(conn: Connection, row: Mapping[Any, Any], now: datetime, intent_
     if policy is not None and policy.max_cost_per_intent_usd is not None:
         costs = _store.intent_costs(conn, row["org"], intent_ids)
     identical = _identical(conn, {row["address_id"]: policy}, now).get(row["address_id"], 0)
-    return evaluate(row["address"], row["address_id"], row["state"], policy, totals, now, costs, identical)
+    raises = _raises(conn, [row["address_id"]], policy is not None and policy.action_on_breach == "require_approval", now)
+    return evaluate(row["address"], row["address_id"], row["state"], policy, totals, now, costs, identical,
+                    raises.get(row["address_id"]))
 
 
 def _identical(conn: Connection, policies: Mapping[str, CostPolicy | None], now: datetime) -> dict[str, int]:
@@ -116,6 +118,11 @@ def _identical(conn: Connection, policies: Mapping[str, CostPolicy | None], now:
     wanted = {aid: window_starts(now, p.timezone)["hour"] for aid, p in policies.items()
               if p is not None and p.max_identical_requests_per_hour is not None}
     return _loops.highest(conn, wanted) if wanted else {}
+
+
+def _raises(conn: Connection, ids: Sequence[str], wanted: bool, now: datetime) -> dict[str, dict[tuple[str, int], int]]:
+    """Approved raises (``_approvals``), read only for agents whose policy asks for approvals."""
+    return _approvals.active_raises(conn, ids, int(now.timestamp())) if wanted and ids else {}
 
 
 def load_statuses(
@@ -132,6 +139,8 @@ def load_statuses(
             wanted[row["address_id"]] = {w: starts[w] for w in needed}
     totals = _store.read_totals_many(conn, wanted)
     identical = _identical(conn, policies, now)
+    approving = [aid for aid, p in policies.items() if p is not None and p.action_on_breach == "require_approval"]
+    raises = _raises(conn, approving, True, now)
     out: dict[str, AgentStatus] = {}
     for row in rows:
         policy = policies[row["address_id"]]
@@ -139,7 +148,8 @@ def load_statuses(
         if policy is not None and policy.max_cost_per_intent_usd is not None:
             costs = _store.intent_costs(conn, row["org"], (intent_ids or {}).get(row["address"], ()))
         out[row["address"]] = evaluate(row["address"], row["address_id"], row["state"], policy,
-                                       totals.get(row["address_id"], {}), now, costs, identical.get(row["address_id"], 0))
+                                       totals.get(row["address_id"], {}), now, costs, identical.get(row["address_id"], 0),
+                                       raises.get(row["address_id"]))
     return out
 
 

@@ -293,6 +293,33 @@ class Notify(_Strict):
     webhook: Annotated[str, Field(pattern=r"^https?://", max_length=2000)] | None = None
 
 
+#: ``alert_on_spend_rate_multiple`` bounds: above 1 (1× is the normal rate) and at most this.
+MAX_SPEND_RATE_MULTIPLE = Decimal(1000)
+
+
+def _spend_rate_multiple(value: Any) -> Decimal:
+    """A decimal > 1 such as ``"3"`` or ``2.5``: alert when the hour's projected spend exceeds it × the baseline."""
+    example = ('such as "3" (alert when the current hour\'s projected spend exceeds 3 times the agent\'s '
+               'usual hourly spend)')
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
+        raise ValueError(f"must be a decimal number greater than 1, {example}")
+    if isinstance(value, str) and not re.fullmatch(MONEY_PATTERN, value):
+        raise ValueError(f"must be a decimal number greater than 1 written as digits with an optional fraction, "
+                         f"{example}; got {value!r}")
+    try:
+        multiple = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValueError(f"must be a decimal number greater than 1, {example}; got {value!r}") from None
+    if not multiple.is_finite() or multiple <= 1 or multiple > MAX_SPEND_RATE_MULTIPLE:
+        raise ValueError(f"must be greater than 1 and at most {MAX_SPEND_RATE_MULTIPLE}, {example}; got {value!r}")
+    return multiple.normalize() if multiple == multiple.to_integral() else multiple
+
+
+SpendRateMultiple = Annotated[Decimal, BeforeValidator(_spend_rate_multiple),
+                              WithJsonSchema({"anyOf": [{"type": "string", "pattern": MONEY_PATTERN},
+                                                        {"type": "number", "exclusiveMinimum": 1}]})]
+
+
 class CostPolicy(_Strict):
     """The seed's fields plus our extensions. At least one limit must be set."""
 
@@ -321,6 +348,12 @@ class CostPolicy(_Strict):
         default_factory=lambda: [0.5, 0.8, 1.0]
     )
     notify: Notify = Field(default_factory=Notify)
+    #: ``require_approval`` only: how much an approval adds to the breached limit for the rest of its
+    #: window (default: the limit itself, so an approval doubles today's budget once).
+    approval_raise_usd: LimitMoney | None = None
+    #: Spend-rate anomaly alerts (``_spend_rate.py``): alert once an hour when the hour's projected spend
+    #: exceeds this multiple of the agent's baseline. Off when unset.
+    alert_on_spend_rate_multiple: SpendRateMultiple | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -346,9 +379,11 @@ class CostPolicy(_Strict):
         from .._protocol import money
 
         out = self.model_dump(mode="python")
-        for name in MONEY_FIELDS + RATE_FIELDS:
-            if out[name] is not None:
+        for name in MONEY_FIELDS + RATE_FIELDS + ("approval_raise_usd",):
+            if out.get(name) is not None:
                 out[name] = money(out[name])
+        if out.get("alert_on_spend_rate_multiple") is not None:
+            out["alert_on_spend_rate_multiple"] = str(out["alert_on_spend_rate_multiple"])
         return out
 
     def to_storage(self) -> dict[str, Any]:

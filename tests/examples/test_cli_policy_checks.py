@@ -172,7 +172,8 @@ def test_every_subcommand_help_has_a_description_and_an_example(capsys: pytest.C
     parsers = subparsers_of(build_parser())
     names = {p.prog.removeprefix("axme-meter ") for p in parsers}
     assert {"demo", "simulate", "price", "prices", "gateway", "keys", "keys create", "policy", "policy set",
-            "policy update", "policy get", "policy delete", "report"} <= names
+            "policy update", "policy get", "policy delete", "report", "approvals", "approvals list", "approvals approve",
+            "approvals deny"} <= names
     for parser in parsers:
         text = _help_of(parser.prog.split()[1:], capsys)
         assert parser.description and len(parser.description) > 30, parser.prog

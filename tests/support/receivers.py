@@ -28,7 +28,10 @@ class SMTPReceiver:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # aiosmtpd hook
         msg = message_from_bytes(envelope.content)
         with self._lock:
-            self.messages.append({"to": list(envelope.rcpt_tos), "subject": msg["Subject"], "body": msg.get_payload()})
+            decoded = msg.get_payload(decode=True) if not msg.is_multipart() else None
+            text = decoded.decode(msg.get_content_charset() or "utf-8") if isinstance(decoded, bytes) else ""
+            self.messages.append({"to": list(envelope.rcpt_tos), "subject": msg["Subject"], "body": msg.get_payload(),
+                                  "text": text})  # ``text``: the body with its transfer encoding undone
         return "250 OK"
 
     @property

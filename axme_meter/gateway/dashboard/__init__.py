@@ -33,6 +33,7 @@ def dashboard_mount() -> Mount:
         Route(_AGENT, _views.agent, methods=["GET"]),
         Route(_AGENT + "/policy", _views.save_policy, methods=["POST"]),
         Route(_AGENT + "/state", _views.change_state, methods=["POST"]),
+        Route(_AGENT + "/approvals/{approval_id}", _views.decide_approval, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=Path(__file__).with_name("static")), name="dashboard-static"),
     ])
 

@@ -31,7 +31,9 @@ CHOICES: dict[str, list[tuple[str, str]]] = {
                          ("notify", "notify (alert) only")],
     "on_unpriced_call": [("estimate", "estimate at conservative rates"), ("refuse", "refuse before sending")],
 }
-SINGLE_FIELDS = ("action_on_breach", "on_unpriced_call", "timezone", *RATE_FIELDS)
+#: Optional fields the form shows as plain text (blank = unset).
+EXTRA_FIELDS = ("approval_raise_usd", "alert_on_spend_rate_multiple")
+SINGLE_FIELDS = ("action_on_breach", "on_unpriced_call", "timezone", *RATE_FIELDS, *EXTRA_FIELDS)
 TEXT_FIELDS = (*SINGLE_FIELDS, "notify.slack_webhook", "notify.webhook")
 LIST_FIELDS = ("alert_thresholds", "notify.email")
 FORM_FIELDS = (*LIMIT_FIELDS, *TEXT_FIELDS, *LIST_FIELDS)
@@ -111,7 +113,7 @@ def form_values(policy: dict[str, Any] | None, form: FormData | None = None) -> 
     values = {name: "" if policy.get(name) is None else str(policy[name]) for name in LIMIT_FIELDS}
     values["action_on_breach"] = str(policy.get("action_on_breach") or "block")
     values["on_unpriced_call"] = str(policy.get("on_unpriced_call") or "estimate")
-    for name in RATE_FIELDS:
+    for name in (*RATE_FIELDS, *EXTRA_FIELDS):
         values[name] = "" if policy.get(name) is None else str(policy[name])
     values["timezone"] = str(policy.get("timezone") or "UTC")
     values["alert_thresholds"] = ", ".join(str(t) for t in policy.get("alert_thresholds", [0.5, 0.8, 1.0]))

@@ -11,7 +11,7 @@ in ``Decimal`` from the exact amounts, never from floats.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from ..._money import to_decimal
 from .._results import Bucket
@@ -35,6 +35,19 @@ class Bar:
 
 
 @dataclass(frozen=True, slots=True)
+class Band:
+    """One bucket's usual range: from its spend-rate baseline up to where an alert fires (pico-dollars)."""
+
+    x: float
+    w: float
+    y_low: float
+    y_high: float
+    low: int
+    high: int
+    tooltip: str
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     y: float
     value: Decimal  # normalised: data-tick="0", "0.002"
@@ -46,6 +59,7 @@ class Chart:
     bars: list[Bar]
     ticks: list[Tick]  # from $0 (the base line) up to the top of the axis
     left: int
+    bands: list[Band] = field(default_factory=list)
     width: int = WIDTH
     height: int = HEIGHT
     top: int = TOP
@@ -74,10 +88,15 @@ def tick_label(value: Decimal, step: Decimal) -> str:
     return "$" + format(value.quantize(Decimal(1).scaleb(-places)), ",f")
 
 
-def build(series: list[Bucket], bucket: str, tz_name: str | None) -> Chart:
-    """One bar per bucket, heights against the nice axis maximum; x ticks thinned to about a dozen."""
+def build(series: list[Bucket], bucket: str, tz_name: str | None,
+          band: list[tuple[int, int]] | None = None) -> Chart:
+    """One bar per bucket, heights against the nice axis maximum; x ticks thinned to about a dozen.
+
+    ``band`` (the day view): per bucket, the spend-rate baseline and the spend at which the anomaly alert
+    fires (``_spend_rate``; the same value twice when no multiple is set): drawn behind the bars."""
     values = [to_decimal(p.totals.cost_pico) for p in series]
-    step, axis_max = nice_scale(max(values, default=Decimal(0)))
+    tops = [to_decimal(high) for _low, high in band or []]
+    step, axis_max = nice_scale(max([*values, *tops], default=Decimal(0)))
     base, plot_h = HEIGHT - BOTTOM, HEIGHT - BOTTOM - TOP
     if step:
         steps = int(axis_max / step)
@@ -89,12 +108,22 @@ def build(series: list[Bucket], bucket: str, tz_name: str | None) -> Chart:
     slot = plot_w / max(len(series), 1)
     every = max(1, round(len(series) / 12))
     tz = zone(tz_name)
+
+    def y(value: Decimal) -> float:
+        return base - (float(value / axis_max) * plot_h if axis_max else 0.0)
+
     bars = []
     for i, (point, value) in enumerate(zip(series, values)):
         start = point.start.astimezone(tz)
         label = start.strftime("%H:%M") if bucket == "hour" else start.strftime("%b %d")
-        h = float(value / axis_max) * plot_h if axis_max else 0.0
+        h = base - y(value)
         tooltip = f"{start.strftime('%Y-%m-%d %H:%M %Z')}: {money_full(point.totals.cost_pico)} · {point.totals.llm_calls} calls"
         bars.append(Bar(left + i * slot + slot * 0.12, base - h, slot * 0.76, h, label, tooltip,
                         label if i % every == 0 else None))
-    return Chart(bars, ticks, left)
+    bands = []
+    for i, (low, high) in enumerate(band or []):
+        if high <= 0:
+            continue
+        text = f"usual {money_full(low)} an hour" + (f"; alert above {money_full(high)}" if high != low else "")
+        bands.append(Band(left + i * slot, slot, y(to_decimal(low)), y(to_decimal(high)), low, high, text))
+    return Chart(bars, ticks, left, bands)

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from .. import _fleet, _queries
+from .. import _approvals, _fleet, _queries, _spend_rate
 from .._results import Agent, AgentCosts, AgentQuery, Breakdown, Event, IntentCost
 from .._results import AgentPage as FleetPage
 from .._windows import bounds
@@ -83,6 +83,10 @@ class AgentPage:
     intents: list[tuple[Breakdown, IntentCost | None]]
     selected_intent: IntentCost | None
     events: list[Event]
+    #: The spend-rate baseline of each hourly bucket (day view only), see ``_spend_rate``.
+    baselines: list[_spend_rate.Baseline] = field(default_factory=list)
+    #: Requests for more budget that can still be decided (``require_approval``).
+    approvals: list[_approvals.Approval] = field(default_factory=list)
 
 
 def agent_page(conn: Connection, org: str, ref: str, now: datetime, view: str, intent: str | None = None) -> AgentPage | None:
@@ -102,4 +106,7 @@ def agent_page(conn: Connection, org: str, ref: str, now: datetime, view: str, i
     if selected is not None and selected.address_id != agent.address_id:
         selected = None
     events = _queries.list_events(conn, org, agent_ref=ref, limit=20)
-    return AgentPage(agent, view, bucket, costs, intents, selected, events.events if events else [])
+    baselines = (_spend_rate.baselines(conn, agent.address_id, [b.start for b in costs.series], agent.timezone)
+                 if bucket == "hour" else [])
+    pending = _approvals.list_requests(conn, org, state="pending", agent_id=agent.address_id, now=int(now.timestamp()))
+    return AgentPage(agent, view, bucket, costs, intents, selected, events.events if events else [], baselines, pending)

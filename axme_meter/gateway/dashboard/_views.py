@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -86,10 +87,20 @@ async def _agent_context(request: Request, who: Principal) -> dict[str, Any] | N
         "selected_intent": page.selected_intent, "events": page.events,
         # the form shows what every read shows: webhook URLs redacted (saving them unchanged keeps the stored ones)
         "policy": redact_policy(agent.policy.to_wire()) if agent.policy else None,
-        "chart": _chart.build(page.costs.series, page.bucket, agent.timezone),
+        "chart": _chart.build(page.costs.series, page.bucket, agent.timezone, _band(page)),
+        "approvals": page.approvals,
         "rest": _breakdowns.rest_of(page.costs, len(page.intents)),
         "live": f"/dashboard/live/agents/{agent.address_id}?" + urlencode(params), "who": who,
     }
+
+
+def _band(page: _data.AgentPage) -> list[tuple[int, int]] | None:
+    """The day chart's spend-rate band: each hour's baseline up to the alert level (the policy's multiple)."""
+    if not page.baselines:
+        return None
+    raw = getattr(page.agent.policy, "alert_on_spend_rate_multiple", None) if page.agent.policy else None
+    multiple = Decimal(str(raw)) if raw is not None else Decimal(1)
+    return [(b.value, int(multiple * b.value)) for b in page.baselines]
 
 
 async def agent(request: Request) -> Response:
@@ -162,6 +173,23 @@ async def change_state(request: Request) -> Response:
     except ApiError as exc:
         return _refusal(exc)
     return RedirectResponse(f"/dashboard/agents/{ref}", status_code=303)
+
+
+async def decide_approval(request: Request) -> Response:
+    """Approve / Deny on the agent page: ``_commands.decide_approval``, as the API (the approver: the key's prefix)."""
+    form, _session, who, refused = await _admin_form(request, "approving or denying more budget")
+    if refused is not None or who is None:
+        return refused or to_login()
+    decision = str(form.get("decision") or "")
+    if decision not in ("approve", "deny"):
+        return PlainTextResponse("unknown decision", status_code=400)
+    ref = request.path_params["address_id"]
+    try:
+        await run_in_threadpool(_commands.decide_approval, gw(request).engine, who, request.path_params["approval_id"],
+                                decision, gw(request).clock.now(), channel="dashboard")
+    except ApiError as exc:
+        return _refusal(exc)
+    return RedirectResponse(f"/dashboard/agents/{ref}#approvals", status_code=303)
 
 
 def _refusal(exc: ApiError) -> Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from . import agents, grants, heartbeat, intents, policies, prices, system
+from . import agents, approvals, grants, heartbeat, intents, policies, prices, system
 
 _AGENT = "/v1/mesh/agents/{address_id}"
 
@@ -34,4 +34,11 @@ def routes() -> list[Route]:
         Route(f"{_AGENT}/policies/cost", policies.get_policy, methods=["GET"]),
         Route(f"{_AGENT}/policies/cost", policies.delete_policy, methods=["DELETE"]),
         Route("/v1/mesh/events", agents.list_events, methods=["GET"]),
+        Route("/v1/mesh/approvals", approvals.list_approvals, methods=["GET"]),
+        Route("/v1/mesh/approvals/{approval_id}", approvals.get_approval, methods=["GET"]),
+        Route("/v1/mesh/approvals/{approval_id}/approve", approvals.decide_approval, methods=["POST"]),
+        Route("/v1/mesh/approvals/{approval_id}/deny", approvals.decide_approval, methods=["POST"]),
+        Route("/v1/approvals/links/{token}", approvals.link_page, methods=["GET"]),
+        Route("/v1/approvals/links/{token}", approvals.link_decide, methods=["POST"]),
+        Route("/v1/slack/interactions", approvals.slack_interaction, methods=["POST"]),
     ]
