@@ -117,7 +117,7 @@ def _decimal(value: Any, origin: str, model: str, fld: str) -> Decimal:
     try:
         amount = Decimal(value)
     except InvalidOperation:
-        raise _err(origin, model, fld, f"{value!r} is not a decimal number", f'use a plain number such as "2.50"') from None
+        raise _err(origin, model, fld, f"{value!r} is not a decimal number", 'use a plain number such as "2.50"') from None
     if not amount.is_finite() or amount < 0:
         raise _err(origin, model, fld, f"{value!r} must be a finite number >= 0", 'use a plain number such as "2.50"')
     if amount > _MAX_RATE:

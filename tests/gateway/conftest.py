@@ -119,3 +119,12 @@ def sqlite_gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
         yield gw
     finally:
         gw.stop()
+
+
+@pytest.fixture
+def pg_replicas(tmp_path: Path, postgres_url: str) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
+    """Two gateway processes on one fresh PostgreSQL database, sharing the admin key and the test clock."""
+    a = GatewayProcess(tmp_path / "a", db_url=postgres_url, clock="2026-11-28T12:00:00Z")
+    b = GatewayProcess(tmp_path / "b", db_url=postgres_url, admin_key=a.admin_key, clock_file=a.clock_file)
+    with a, b:
+        yield a, b

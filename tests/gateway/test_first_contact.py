@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,14 +14,6 @@ from support.gateway_process import GatewayProcess
 pytestmark = pytest.mark.postgres
 ROUNDS = 30
 SENDERS_PER_REPLICA = 3
-
-
-@pytest.fixture
-def pg_replicas(tmp_path: Path, postgres_url: str) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
-    a = GatewayProcess(tmp_path / "a", db_url=postgres_url, clock="2026-11-28T12:00:00Z")
-    b = GatewayProcess(tmp_path / "b", db_url=postgres_url, admin_key=a.admin_key, clock_file=a.clock_file)
-    with a, b:
-        yield a, b
 
 
 def test_concurrent_first_heartbeats_never_answer_500(pg_replicas: tuple[GatewayProcess, GatewayProcess]) -> None:

@@ -4,7 +4,6 @@ amount, and a schema-4 database keeps its totals when it is upgraded."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
@@ -19,14 +18,6 @@ HOT = "agent://acme/production/hot"
 WRITERS = 16
 BATCHES = 12
 PER_BATCH = 10
-
-
-@pytest.fixture
-def pg_replicas(tmp_path: Path, postgres_url: str) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
-    a = GatewayProcess(tmp_path / "a", db_url=postgres_url, clock="2026-11-28T12:00:00Z")
-    b = GatewayProcess(tmp_path / "b", db_url=postgres_url, admin_key=a.admin_key, clock_file=a.clock_file)
-    with a, b:
-        yield a, b
 
 
 def _hammer(gws: tuple[GatewayProcess, ...], cost: str, *, agent: str = HOT) -> list[int]:
