@@ -730,9 +730,7 @@ class Sender:
             return False
         self.prices.fetch_once()
         now = time.monotonic()
-        if self._down_since is not None and now - self._last_grant_failure < INTENT_SKIP_AFTER_FAILURE:
-            # Only a failed *grant request* skips the next ones: a heartbeat that timed out on a busy gateway
-            # must not send this process's calls out ungranted (fail-open) for the next few seconds.
+        if self._skip_grant_request(now):
             self._check_fail_closed(now)
             return False
         if self._adopted_unsent:
@@ -782,6 +780,16 @@ class Sender:
         self._warn_once(f"grant{answer.status}", f"axme_meter: grant request for {agent} answered HTTP {answer.status} "
                         f"({describe(answer)}); continuing without a grant")
         return False
+
+    def _skip_grant_request(self, now: float) -> bool:
+        """While the gateway is down, don't make every call that needs a grant wait for a timeout first. But one
+        heartbeat that failed on a busy gateway is not an outage: skipping then would send calls out ungranted."""
+        if self._down_since is None:
+            return False
+        recently = INTENT_SKIP_AFTER_FAILURE
+        if now - self._last_grant_failure < recently:
+            return True
+        return now - self._down_since >= recently and now - self._last_failure < recently
 
     def _ask_wanted_grants(self) -> None:
         """Background top-ups: slices that ran below half of their last top-up ask for more now."""

@@ -28,7 +28,7 @@ import axme_meter  # noqa: E402
 from support.gateway_process import GatewayProcess  # noqa: E402
 from support.gateway_stub import StubGateway  # noqa: E402
 from support.openai_mock import FakeOpenAI, chat_body, client as fake_client  # noqa: E402
-from support.transport_helpers import API_KEY, CountingOpenAI, chat  # noqa: E402
+from support.transport_helpers import API_KEY, CountingOpenAI, chat, new_client  # noqa: E402
 from support.polling import wait_for  # noqa: E402
 
 WORKER = str(Path(__file__).with_name("budget_worker.py"))
@@ -287,3 +287,33 @@ def test_a_response_without_usage_is_estimated_not_free(gw: GatewayProcess, spoo
         llm.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "say something long"}])
     spend = axme_meter.spend()
     assert spend.estimated_calls == 1 and spend.cost_usd > 0 and spend.tokens_out > 50
+
+
+def test_a_failed_heartbeat_does_not_send_calls_out_without_a_grant(spool_dir: Path) -> None:
+    """A gateway that fails a heartbeat (busy, restarting) but answers grant requests: a call that needs more
+    budget asks for it, rather than going out ungranted as if the gateway were down."""
+    stub = StubGateway()
+
+    def grant(amount: Decimal) -> dict[str, Any]:
+        return {"state": "active", "unlimited": False, "call_cost_usd": str(CALL), "grants": [
+            {"id": "gr_flaky", "policy": "max_cost_per_day_usd", "window": "day", "amount": str(amount),
+             "ttl_seconds": 90, "resets_in_seconds": 3600}]}
+
+    stub.grant_answer = grant(2 * CALL)
+    openai_side = CountingOpenAI()
+    try:
+        axme_meter.configure(gateway_url=stub.url, api_key=API_KEY, spool_dir=spool_dir, heartbeat_interval=60)
+        client = new_client(openai_side)
+        with axme_meter.agent(AGENT):
+            chat(client)
+            stub.mode = "down"  # heartbeats get 503 from now on; grant requests are still answered
+            assert not axme_meter.flush(timeout=0.5)
+            stub.grant_answer = grant(10 * CALL)
+            chat(client)
+            chat(client)  # the first slice is spent: this call needs a top-up
+        assert openai_side.requests == 3
+        assert axme_meter.transport_status()["ungranted_calls"] == 0
+        assert axme_meter.transport_status()["grants"][AGENT] == {"max_cost_per_day_usd": str(7 * CALL)}
+    finally:
+        axme_meter.configure(gateway_url=None)
+        stub.close()
