@@ -36,7 +36,7 @@ MAX_ANSWER_COUNTS = 1000
 #: Hour windows kept after they end (for reads); older rows are deleted as new counts arrive.
 KEEP_SECONDS = 2 * 3600
 
-_keys: dict[str, str] = {}
+_keys: dict[tuple[str, str], str] = {}  # (database URL, org) -> key; keys never change
 _keys_lock = threading.Lock()
 
 RepeatKey = tuple[str, int, str]  # address_id, hour window start, fingerprint
@@ -44,14 +44,15 @@ RepeatKey = tuple[str, int, str]  # address_id, hour window start, fingerprint
 
 def org_key(conn: Connection, org: str, now: int) -> str:
     """The org's fingerprint key (hex), created on first need; identical on every replica."""
-    key = _keys.get(org)
+    cache_key = (conn.engine.url.render_as_string(hide_password=True), org)  # one process may serve several DBs
+    key = _keys.get(cache_key)
     if key is not None:
         return key
     conn.execute(_store._insert(conn, org_secrets).values(org=org, loop_key=secrets.token_hex(KEY_BYTES), created_at=now)
                  .on_conflict_do_nothing(index_elements=["org"]))
     key = conn.execute(select(org_secrets.c.loop_key).where(org_secrets.c.org == org)).scalar_one()
     with _keys_lock:
-        _keys[org] = key
+        _keys[cache_key] = key
     return key
 
 
