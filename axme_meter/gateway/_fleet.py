@@ -18,7 +18,7 @@ from sqlalchemy import Float, and_, case, desc, false, func, literal, or_, selec
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement, Select
 
-from .._protocol import parse_iso, parse_money
+from .._protocol import LOOP_POLICY, parse_iso, parse_money
 from . import _approvals, _client_blocks, _store
 from ._db import agents, repeats
 from ._policies import WINDOWED, evaluate
@@ -68,16 +68,22 @@ def _tz_column(dialect: str, source: ColumnElement[Any] | None = None) -> Column
     return func.coalesce(_store.policy_field(dialect, "timezone", source=source), "UTC")
 
 
-def _effective_state(dialect: str, cols: Any, totals: Mapping[str, Mapping[str, ColumnElement[Any]]]) -> ColumnElement[Any]:
+def _effective_state(dialect: str, cols: Any, totals: Mapping[str, Mapping[str, ColumnElement[Any]]],
+                     now: datetime) -> ColumnElement[Any]:
     """``blocked`` as :func:`_policies.evaluate` derives it, in SQL: an active agent whose ``block`` policy
-    has a windowed money limit spent (``spent >= limit``); otherwise the stored state. Sorting by state and
-    the summary counts use it; listed agents are evaluated in Python as well (the two are tested to agree).
-    ``cols`` has ``state`` and ``policy`` (a :func:`_store.parsed_policy` column)."""
+    has a windowed money limit spent (``spent >= limit``) or its identical-request limit passed this hour;
+    otherwise the stored state. Sorting by state and the summary counts use it; listed agents are evaluated
+    in Python as well (the two are tested to agree). ``cols`` has ``address_id``, ``state`` and ``policy``
+    (a :func:`_store.parsed_policy` column)."""
     breaches = []
     for name, (window, column, kind) in WINDOWED.items():
         if kind == "usd":
             limit = _store.policy_field(dialect, name, number=True, source=cols.policy)
             breaches.append(and_(limit.is_not(None), func.coalesce(totals[window][column], 0) >= limit))
+    loop_limit = _store.policy_field(dialect, LOOP_POLICY, number=True, source=cols.policy)
+    # the repeats lookup only for agents with a loop policy (CASE evaluates it for those rows alone)
+    identical = case((loop_limit.is_not(None), _identical(now, cols.address_id)), else_=None)
+    breaches.append(and_(loop_limit.is_not(None), func.coalesce(identical, 0) > loop_limit))
     action = func.coalesce(_store.policy_field(dialect, "action_on_breach", source=cols.policy), "block")
     return case((and_(cols.state == "active", action == "block", or_(*breaches)), "blocked"), else_=cols.state)
 
@@ -119,12 +125,12 @@ def _agent_select(conn: Connection, org: str, now: datetime, zones: Sequence[str
     ).select_from(joined).where(visible_to(org))
 
 
-def _identical(now: datetime) -> Any:
+def _identical(now: datetime, aid: ColumnElement[Any] = agents.c.address_id) -> Any:
     """The current hour's highest identical-request count (loop policy): the hour window that started within
     the last hour, whatever the agent's timezone. A primary-key range lookup per agent."""
     ts = int(now.timestamp())
     return (select(func.max(repeats.c["count"]))
-            .where(and_(repeats.c.address_id == agents.c.address_id, repeats.c.window_start > ts - 3600,
+            .where(and_(repeats.c.address_id == aid, repeats.c.window_start > ts - 3600,
                         repeats.c.window_start <= ts))
             .scalar_subquery())
 
@@ -212,7 +218,7 @@ def _ranking_select(conn: Connection, org: str, now: datetime, zones: Sequence[s
         matches.append(health == query.health if query.health in HEALTH else false())
     return select(
         f.address_id, f.address, f.last_heartbeat_at, tz.label("tz"), case({z: 1 for z in zones}, value=tz, else_=0).label("zone_known"),
-        _effective_state(dialect, f, totals).label("effective_state"), health.label("health"), and_(*matches).label("matches"),
+        _effective_state(dialect, f, totals, now).label("effective_state"), health.label("health"), and_(*matches).label("matches"),
         *(totals[w][c].label(f"rank_{w}_{c}") for w in wanted for c in ("cost_pico", "intents")),
     ).select_from(joined)
 
@@ -280,6 +286,7 @@ def _page_select(conn: Connection, org: str, now: datetime, query: AgentQuery, z
     return select(
         agents.c.address_id, agents.c.address, agents.c.org, agents.c.state, agents.c.created_at, agents.c.last_heartbeat_at,
         agents.c.policy, agents.c.client_block, *(p[k] for k in ("tz", "health", "matches", *aggregates)), *columns,
+        _identical(now).label("identical"),
     ).select_from(joined).order_by(p["rank"])
 
 

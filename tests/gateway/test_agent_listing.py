@@ -134,17 +134,23 @@ async def test_state_counts_and_state_order_agree_with_each_agents_evaluated_sta
         "intents-only": {"max_intents_per_day": 1},
         "per-intent": {"max_cost_per_intent_usd": "0.01"},
         "kathmandu": {"max_cost_per_day_usd": "0.20", "timezone": "Asia/Kathmandu"},
+        "loop-over": {"max_identical_requests_per_hour": 2},  # one request sent 3 times this hour
+        "loop-under": {"max_identical_requests_per_hour": 3},
     }
     for name, policy in policies.items():
         assert (await http.put(policy_path(f"agent://acme/prod/{name}"), json=policy)).status_code == 200
     spend = [entry(f"agent://acme/prod/{name}", "0.30", intent=f"i-{name}") for name in policies]
+    for e in spend:
+        if "/loop-" in e["agent"]:
+            e["repeats"] = {"0123456789abcdef": 3}
     spend.append(entry("agent://acme/prod/no-policy", "0.30"))
     assert (await asend(http, *spend)).status_code == 200
     body = await _list(gw, sort="state", limit=100)
     states = {a["address"].rsplit("/", 1)[1]: a["state"] for a in body["agents"]}
-    assert {n for n, s in states.items() if s == "blocked"} == {"day-over", "hour-over", "month-over", "exact-limit", "kathmandu"}
-    assert body["summary"]["blocked"] == 5 and body["summary"]["total"] == 10
-    assert [a["state"] for a in body["agents"]] == ["blocked"] * 5 + ["active"] * 5  # the order agrees with the states
+    assert {n for n, s in states.items() if s == "blocked"} == {"day-over", "hour-over", "month-over", "exact-limit",
+                                                                "kathmandu", "loop-over"}
+    assert body["summary"]["blocked"] == 6 and body["summary"]["total"] == 12
+    assert [a["state"] for a in body["agents"]] == ["blocked"] * 6 + ["active"] * 6  # the order agrees with the states
     kathmandu = next(a for a in body["agents"] if a["address"].endswith("/kathmandu"))
     assert kathmandu["timezone"] == "Asia/Kathmandu" and kathmandu["cost_today"] == "0.30"  # its own day window, not UTC's
 
