@@ -69,20 +69,18 @@ def _tz_column(dialect: str, source: ColumnElement[Any] | None = None) -> Column
 
 
 def _effective_state(dialect: str, cols: Any, totals: Mapping[str, Mapping[str, ColumnElement[Any]]],
-                     now: datetime) -> ColumnElement[Any]:
+                     identical: ColumnElement[Any]) -> ColumnElement[Any]:
     """``blocked`` as :func:`_policies.evaluate` derives it, in SQL: an active agent whose ``block`` policy
     has a windowed money limit spent (``spent >= limit``) or its identical-request limit passed this hour;
     otherwise the stored state. Sorting by state and the summary counts use it; listed agents are evaluated
     in Python as well (the two are tested to agree). ``cols`` has ``address_id``, ``state`` and ``policy``
-    (a :func:`_store.parsed_policy` column)."""
+    (a :func:`_store.parsed_policy` column); ``identical`` is the agent's highest identical-request count this hour."""
     breaches = []
     for name, (window, column, kind) in WINDOWED.items():
         if kind == "usd":
             limit = _store.policy_field(dialect, name, number=True, source=cols.policy)
             breaches.append(and_(limit.is_not(None), func.coalesce(totals[window][column], 0) >= limit))
     loop_limit = _store.policy_field(dialect, LOOP_POLICY, number=True, source=cols.policy)
-    # the repeats lookup only for agents with a loop policy (CASE evaluates it for those rows alone)
-    identical = case((loop_limit.is_not(None), _identical(now, cols.address_id)), else_=None)
     breaches.append(and_(loop_limit.is_not(None), func.coalesce(identical, 0) > loop_limit))
     action = func.coalesce(_store.policy_field(dialect, "action_on_breach", source=cols.policy), "block")
     return case((and_(cols.state == "active", action == "block", or_(*breaches)), "blocked"), else_=cols.state)
@@ -125,14 +123,24 @@ def _agent_select(conn: Connection, org: str, now: datetime, zones: Sequence[str
     ).select_from(joined).where(visible_to(org))
 
 
-def _identical(now: datetime, aid: ColumnElement[Any] = agents.c.address_id) -> Any:
-    """The current hour's highest identical-request count (loop policy): the hour window that started within
-    the last hour, whatever the agent's timezone. A primary-key range lookup per agent."""
+def _this_hour(now: datetime) -> ColumnElement[Any]:
+    """The repeats rows of the hour window that started within the last hour, whatever the agent's timezone."""
     ts = int(now.timestamp())
-    return (select(func.max(repeats.c["count"]))
-            .where(and_(repeats.c.address_id == aid, repeats.c.window_start > ts - 3600,
-                        repeats.c.window_start <= ts))
+    return and_(repeats.c.window_start > ts - 3600, repeats.c.window_start <= ts)
+
+
+def _identical(now: datetime) -> Any:
+    """The current hour's highest identical-request count (loop policy), for one listed agent: a primary-key
+    range lookup per row. (The ranking over every agent joins :func:`_identical_by_agent` instead.)"""
+    return (select(func.max(repeats.c["count"])).where(repeats.c.address_id == agents.c.address_id, _this_hour(now))
             .scalar_subquery())
+
+
+def _identical_by_agent(now: datetime) -> Any:
+    """The current hour's highest identical-request count of every agent that has one: one pass over
+    ``axme_repeats`` (it keeps about two hours of rows), left-joined by the ranking."""
+    return (select(repeats.c.address_id, func.max(repeats.c["count"]).label("identical"))
+            .where(_this_hour(now)).group_by(repeats.c.address_id).subquery("loops"))
 
 
 def _raises(conn: Connection, rows: Sequence[Mapping[str, Any]], now: datetime) -> dict[str, dict[tuple[str, int], int]]:
@@ -206,6 +214,8 @@ def _ranking_select(conn: Connection, org: str, now: datetime, zones: Sequence[s
             limited = or_(*(_store.policy_field(dialect, name, source=f.policy).is_not(None) for name in _LIMITS_BY_WINDOW[w]))
             wanted[w] = case((limited, starts[w]), else_=None)
     joined, totals = _store.join_window_totals(dialect, fleet, f.address_id, wanted, ("cost_pico", "intents"))
+    loops = _identical_by_agent(now)
+    joined = joined.outerjoin(loops, loops.c.address_id == f.address_id)
     health = _health(now, f)
     matches = [true()]
     # an address or org never holds a control character, and PostgreSQL refuses NUL in any string: such a
@@ -218,7 +228,7 @@ def _ranking_select(conn: Connection, org: str, now: datetime, zones: Sequence[s
         matches.append(health == query.health if query.health in HEALTH else false())
     return select(
         f.address_id, f.address, f.last_heartbeat_at, tz.label("tz"), case({z: 1 for z in zones}, value=tz, else_=0).label("zone_known"),
-        _effective_state(dialect, f, totals, now).label("effective_state"), health.label("health"), and_(*matches).label("matches"),
+        _effective_state(dialect, f, totals, loops.c.identical).label("effective_state"), health.label("health"), and_(*matches).label("matches"),
         *(totals[w][c].label(f"rank_{w}_{c}") for w in wanted for c in ("cost_pico", "intents")),
     ).select_from(joined)
 
