@@ -156,7 +156,7 @@ class Runtime:
             ask = self.budget.record_reserved(rec, reservation, meter)
         self._after_record(rec)
         if ask:
-            self._wake_sender()
+            self.wake_sender()
 
     def _after_record(self, rec: CallRecord) -> None:
         """After a priced call was recorded: budget accounting and the sender's dirty flag."""
@@ -167,7 +167,7 @@ class Runtime:
         elif not sender.dirty:
             sender.note_record()
         if self.accounting and self.budget.account(rec.agent, rec.intent, rec.cost_pico, rec.at):
-            self._wake_sender()
+            self.wake_sender()
 
     def register_intent(self, agent: str, intent_id: str, labels: Mapping[str, str]) -> None:
         """``POST /v1/mesh/intents`` when a gateway is configured; raise ``BudgetExceeded`` if refused."""
@@ -274,10 +274,6 @@ class Runtime:
                 sender = self._sender
         return sender
 
-    def wake_sender(self) -> None:
-        """Report soon (a loop was detected): the sender sends early, never on the caller's thread."""
-        self._wake_sender()
-
     def refused_for_loop(self) -> None:
         """A request was refused for repeating itself: its count (no spend) goes to the gateway soon."""
         sender = self.sender()
@@ -286,7 +282,8 @@ class Runtime:
             sender.wake_early()
         self._on_refusal()
 
-    def _wake_sender(self) -> None:
+    def wake_sender(self) -> None:
+        """Heartbeat soon (half a lease or grant used, a loop detected); never on the caller's thread."""
         sender = self._sender
         if sender is not None:
             sender.wake_early()

@@ -30,6 +30,7 @@ from support.gateway_stub import StubGateway  # noqa: E402
 from support.openai_mock import FakeOpenAI, chat_body, client as fake_client  # noqa: E402
 from support.transport_helpers import API_KEY, CountingOpenAI, chat, new_client  # noqa: E402
 from support.polling import wait_for  # noqa: E402
+from support.workers import worker_report  # noqa: E402
 
 WORKER = str(Path(__file__).with_name("budget_worker.py"))
 AGENT = "agent://acme/prod/looper"
@@ -75,19 +76,11 @@ def _start(mode: str, env: dict[str, str], threads: int = 1) -> subprocess.Popen
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _result(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    report = json.loads(out.splitlines()[0])
-    assert not report["errors"], report
-    return report
-
-
 def test_processes_and_threads_never_pass_the_limit(gw: GatewayProcess, tmp_path: Path) -> None:
     limit = 40 * CALL  # $0.30: 40 calls
     _policy(gw, max_cost_per_day_usd=str(limit))
     procs = [_start("loop", _env(gw, tmp_path), threads=4) for _ in range(4)]
-    reports = [_result(p) for p in procs]
+    reports = [worker_report(p) for p in procs]
     calls = sum(r["calls"] for r in reports)
     assert all(r["refused"] == 4 for r in reports)  # every thread was stopped by BudgetExceeded
     assert all(r["ungranted_calls"] == 0 for r in reports), reports  # no call went out without a grant
@@ -141,10 +134,10 @@ def test_a_grant_is_returned_only_after_the_spend_held_back_behind_a_failed_send
 
 def test_a_new_process_of_a_blocked_agent_sends_nothing_to_openai(gw: GatewayProcess, tmp_path: Path) -> None:
     _policy(gw, max_cost_per_day_usd=str(4 * CALL))
-    first = _result(_start("loop", _env(gw, tmp_path)))
+    first = worker_report(_start("loop", _env(gw, tmp_path)))
     assert first["calls"] == 4 and first["refused"] == 1
     for _ in range(5):  # a crash-looping worker, restarted again and again
-        again = _result(_start("loop", _env(gw, tmp_path)))
+        again = worker_report(_start("loop", _env(gw, tmp_path)))
         assert again == {**again, "calls": 0, "openai_requests": 0, "refused": 1}
     assert _recorded(gw) == 4 * CALL
 
@@ -152,10 +145,10 @@ def test_a_new_process_of_a_blocked_agent_sends_nothing_to_openai(gw: GatewayPro
 def test_a_crash_loop_sends_nothing_past_the_block_and_loses_no_spend(gw: GatewayProcess, tmp_path: Path) -> None:
     _policy(gw, max_cost_per_day_usd=str(4 * CALL))
     env = _env(gw, tmp_path)
-    first = _result(_start("crash", env))  # spends until refused, then dies without a final heartbeat
+    first = worker_report(_start("crash", env))  # spends until refused, then dies without a final heartbeat
     assert first["calls"] == 4
     for _ in range(5):  # restarted again and again: each delivers what the dead one left, then is refused
-        again = _result(_start("crash", env))
+        again = worker_report(_start("crash", env))
         assert again["openai_requests"] == 0 and again["refused"] == 1
     assert _recorded(gw) == 4 * CALL  # the dead processes' spend reached the gateway through their successors
 
@@ -169,10 +162,10 @@ def test_sigkill_strands_money_only_until_the_grant_expires(gw: GatewayProcess, 
     assert json.loads(holder.stdout.readline())["calls"] == 1  # it now holds half the budget
     holder.send_signal(signal.SIGKILL)
     holder.wait(timeout=30)
-    second = _result(_start("loop", _env(gw, tmp_path / "b")))
+    second = worker_report(_start("loop", _env(gw, tmp_path / "b")))
     assert 0 < second["calls"] < 22  # the dead process's unspent slice is not spendable yet
     gw.set_clock(_now_iso(30))  # past the dead process's grant expiry
-    third = _result(_start("loop", _env(gw, tmp_path / "c")))
+    third = worker_report(_start("loop", _env(gw, tmp_path / "c")))
     assert third["calls"] > 15  # its slice is back in the pool
     # (its one priced call is in its spool, delivered by the next process of the same identity)
     assert _recorded(gw) <= limit
@@ -181,8 +174,8 @@ def test_sigkill_strands_money_only_until_the_grant_expires(gw: GatewayProcess, 
 def test_an_exiting_process_returns_its_grant(gw: GatewayProcess, tmp_path: Path) -> None:
     limit = 40 * CALL
     _policy(gw, max_cost_per_day_usd=str(limit))
-    assert _result(_start("once", _env(gw, tmp_path)))["calls"] == 1  # took half the budget, used one call of it
-    second = _result(_start("loop", _env(gw, tmp_path)))
+    assert worker_report(_start("once", _env(gw, tmp_path)))["calls"] == 1  # took half the budget, used one call of it
+    second = worker_report(_start("loop", _env(gw, tmp_path)))
     assert second["calls"] == 39  # everything else, at once: the first process gave its slice back at exit
     assert _recorded(gw) == limit
 

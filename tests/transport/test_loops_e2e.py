@@ -8,7 +8,6 @@ policy's ``action_on_breach`` on the gateway: ``block`` blocks the agent, ``noti
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -24,6 +23,7 @@ pytest.importorskip("uvicorn", reason="needs the gateway extra")
 
 from support.gateway_process import GatewayProcess  # noqa: E402
 from support.polling import wait_for  # noqa: E402
+from support.workers import worker_report  # noqa: E402
 from support.receivers import HTTPReceiver  # noqa: E402
 
 WORKER = str(Path(__file__).with_name("loop_worker.py"))
@@ -75,16 +75,8 @@ def _start(env: dict[str, str], prompt: str, calls: int, gap: float = 0.0) -> su
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _result(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    report = json.loads(out.splitlines()[0])
-    assert not report["errors"], report
-    return report
-
-
 def _run(gw: GatewayProcess, tmp_path: Path, prompt: str, calls: int, name: str = "a") -> dict[str, Any]:
-    return _result(_start(_env(gw, tmp_path, name), prompt, calls))
+    return worker_report(_start(_env(gw, tmp_path, name), prompt, calls))
 
 
 def test_block_stops_the_repeat_before_it_is_sent(gw: GatewayProcess, tmp_path: Path) -> None:
@@ -120,7 +112,7 @@ def test_processes_repeating_one_prompt_are_stopped_together(gw: GatewayProcess,
     procs = [_start(_env(gw, tmp_path, f"p{i}", interval="0.1", go=go), "the same prompt", 100, gap=0.15) for i in range(3)]
     time.sleep(1.0)  # let them import and wait at the start line
     go.touch()
-    reports = [_result(p) for p in procs]
+    reports = [worker_report(p) for p in procs]
     assert all(r["refused"] == 1 and r["policy"] == "max_identical_requests_per_hour" for r in reports), reports
     sent = sum(r["openai_requests"] for r in reports)
     assert all(r["openai_requests"] < limit for r in reports)  # no process reached the limit on its own
